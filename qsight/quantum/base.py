@@ -1,0 +1,28 @@
+"""The interface every quantum sampler offers to the quantum head."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from qsight.quantum.circuits import CircuitSpec
+
+
+@runtime_checkable
+class QuantumSampler(Protocol):
+    """Runs the head's parametrised circuit; differentiable through torch.
+
+    ``bind`` compiles the circuit once and returns a module mapping
+    ``(angles (B, n_inputs), weights (n_weights,))`` to outcome probabilities
+    ``(B, 2**qubits)``; calls through it are serialised by a lock.
+    """
+
+    name: str
+
+    def bind(self, circuit: CircuitSpec) -> nn.Module: ...
+
+    def describe(self) -> dict[str, object]:
+        """Device and options, for logs and environment.json."""
+        ...

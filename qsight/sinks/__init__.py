@@ -1,0 +1,1 @@
+"""qsight.sinks."""

@@ -1,0 +1,246 @@
+"""Experiment specs: the typed, validated form of one TOML file."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from qsight.components import BACKBONES, DATASETS, HEADS, SINKS, load_components, registered_count
+from qsight.errors import BadInputError
+from qsight.models.params import CombinerSpec, NeckSpec
+from qsight.overrides import apply_overrides
+from registry import Params, unknown_message
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+METRIC_PATTERN = r"^(train|val)/[A-Za-z0-9_.-]+/[A-Za-z0-9_]+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AnnealConfig(_Strict):
+    """Quantum head temperature/noise schedule across a stage (linear)."""
+
+    start_temp: float = Field(1.0, gt=0)
+    end_temp: float = Field(1.0, gt=0)
+    start_noise: float = Field(0.0, ge=0)
+    end_noise: float = Field(0.0, ge=0)
+
+
+class StageConfig(_Strict):
+    """One training stage: which heads are active and which modules train."""
+
+    name: str = Field(pattern=_NAME)
+    epochs: int = Field(ge=1, le=10_000)
+    heads: tuple[str, ...] = Field(min_length=1, description="active heads (loss and ensemble)")
+    train: tuple[str, ...] = Field(
+        min_length=1, description="trainable modules: backbone, neck, combiner, heads.<name>"
+    )
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    grad_accumulation: int = Field(1, ge=1, le=1024)
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; none disables clipping")
+    patience: int | None = Field(None, ge=1, description="early stopping: epochs without improvement")
+    monitor: str = Field("val/ensemble/qwk", pattern=METRIC_PATTERN)
+    monitor_mode: Literal["max", "min"] = "max"
+    loss_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    data_parallel: Literal["auto", "never", "force"] = "auto"
+    cache_features: bool | Literal["auto"] = "auto"
+    anneal: AnnealConfig | None = None
+
+
+SinkRef = Annotated[Params, SINKS.ref()]
+HeadRef = Annotated[Params, HEADS.ref()]
+
+
+class ModelSpec(_Strict):
+    """Backbone, optional neck, named heads and the ensemble combiner."""
+
+    backbone: Annotated[Params, BACKBONES.ref(default="timm")] = Field(
+        default_factory=lambda: {"type": "timm"}, validate_default=True
+    )
+    neck: NeckSpec | None = Field(default_factory=NeckSpec)
+    heads: dict[str, HeadRef] = Field(min_length=1)
+    combiner: CombinerSpec = Field(default_factory=CombinerSpec)
+
+    @model_validator(mode="after")
+    def _head_names(self) -> ModelSpec:
+        for name in self.heads:
+            if not re.match(_NAME, name) or name == "ensemble":
+                raise ValueError(f"head name {name!r} must match {_NAME} and not be 'ensemble'")
+        return self
+
+
+class TrainSpec(_Strict):
+    """Loop settings shared by every stage."""
+
+    batch_size: int = Field(32, ge=1, le=65_536)
+    eval_batch_size: int | None = Field(None, ge=1, le=65_536)
+    num_workers: int = Field(0, ge=0, le=64)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    deterministic: bool = Field(True, description="deterministic algorithms (exact resume)")
+    log_every: int = Field(10, ge=1, description="training steps between metric lines")
+    limit_batches: int | None = Field(None, ge=1, description="cap batches per epoch (quick runs)")
+
+
+class ExplainSpec(_Strict):
+    """Grad-CAM on class-diverse validation samples each validation epoch."""
+
+    enabled: bool = True
+    samples: int = Field(10, ge=1, le=256, description="validation samples (each class before repeats)")
+    target_layer: str | None = Field(None, description="module path in the backbone; automatic when unset")
+    every: int = Field(1, ge=1, description="explain every N epochs (the last epoch of a stage always)")
+
+
+class OutputSpec(_Strict):
+    """Where runs go."""
+
+    root: str = Field("reports", min_length=1, description="reports root; runs go to <root>/runs/<name>/<id>")
+
+
+class ExperimentSpec(_Strict):
+    """One experiment file, validated."""
+
+    name: str = Field(pattern=_NAME, description="MLflow experiment / WandB project name")
+    description: str = ""
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    data: Annotated[Params, DATASETS.ref(default="synthetic-fundus")] = Field(
+        default_factory=lambda: {"type": "synthetic-fundus"}, validate_default=True
+    )
+    model: ModelSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    explain: ExplainSpec = Field(default_factory=ExplainSpec)
+    sinks: dict[str, SinkRef] = Field(default_factory=dict)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    stages: tuple[StageConfig, ...] = Field(min_length=1)
+
+
+class SpecError(BadInputError):
+    """An invalid spec; `issues` holds (key path, message) pairs."""
+
+    def __init__(self, source: str, issues: Sequence[tuple[str, str]]) -> None:
+        self.source, self.issues = source, list(issues)
+        lines = [f"{source}: invalid spec"] + [f"  {k or '<top level>'}: {m}" for k, m in self.issues]
+        super().__init__("\n".join(lines))
+
+
+_built_at = -1
+
+
+def ensure_ready() -> None:
+    """Load components and plugins; rebuild the spec models when the registries changed."""
+    global _built_at
+    load_components()
+    if _built_at != registered_count():
+        for model in (ModelSpec, ExperimentSpec):
+            model.model_rebuild(force=True)
+        _built_at = registered_count()
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; missing, unreadable or malformed files are `BadInputError`s."""
+    if not path.is_file():
+        raise BadInputError(f"{path}: spec file not found")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInputError(f"{path}: TOML syntax error: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: cannot read spec: {exc}") from None
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentSpec:
+    """Read, override (``KEY.PATH=VALUE``) and validate one experiment file."""
+    path = Path(path)
+    raw = apply_overrides(read_toml(path), overrides)
+    return validate_spec(raw, source=str(path))
+
+
+def validate_spec(raw: Mapping[str, Any], source: str = "<spec>") -> ExperimentSpec:
+    """Validate plain data as an experiment spec, with cross-references checked."""
+    ensure_ready()
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(source, [(_loc_path(e["loc"], raw), _message(e)) for e in exc.errors()]) from None
+    issues = check_references(spec)
+    if issues:
+        raise SpecError(source, issues)
+    return spec
+
+
+def check_references(spec: ExperimentSpec) -> list[tuple[str, str]]:
+    """Cross-checks pydantic cannot express: names a stage uses must exist."""
+    heads = list(spec.model.heads)
+    modules = ["backbone", "combiner"] + (["neck"] if spec.model.neck else []) + [f"heads.{h}" for h in heads]
+    issues: list[tuple[str, str]] = []
+    for hname, head in spec.model.heads.items():
+        if getattr(head, "input", "backbone") == "neck" and spec.model.neck is None:
+            issues.append((f"model.heads.{hname}.input", "reads 'neck' but [model.neck] is disabled"))
+    seen: set[str] = set()
+    for i, stage in enumerate(spec.stages):
+        key = f"stages.{i}"
+        if stage.name in seen:
+            issues.append((f"{key}.name", f"duplicate stage name {stage.name!r}"))
+        seen.add(stage.name)
+        for h in stage.heads:
+            if h not in heads:
+                issues.append((f"{key}.heads", unknown_message("head", h, heads)))
+        for m in stage.train:
+            if m not in modules:
+                issues.append((f"{key}.train", unknown_message("module", m, modules)))
+        for h in stage.loss_weights:
+            if h not in stage.heads:
+                issues.append((f"{key}.loss_weights.{h}", f"head {h!r} is not active in this stage"))
+        monitor_head = stage.monitor.split("/")[1]
+        if monitor_head != "ensemble" and monitor_head not in stage.heads:
+            issues.append((f"{key}.monitor", f"head {monitor_head!r} is not active in this stage"))
+    return issues
+
+
+def _loc_path(loc: Sequence[int | str], raw: Any) -> str:
+    """Dotted key path of an error, without the tags pydantic adds for tagged unions."""
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(node, Mapping) and item not in node and node.get("type") == item:
+            continue  # the discriminator value pydantic inserts
+        if isinstance(node, Mapping) and not isinstance(item, str) and item not in node:
+            continue
+        parts.append(str(item))
+        if isinstance(node, Mapping):
+            node = node.get(item)
+        elif isinstance(node, list | tuple) and isinstance(item, int) and 0 <= item < len(node):
+            node = node[item]
+        else:
+            node = None
+    return ".".join(parts)
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    msg = str(err["msg"])
+    if err.get("type") not in ("missing", "unknown_component", "missing_component_type") and "input" in err:
+        value = err["input"]
+        if not isinstance(value, dict | list) or len(repr(value)) < 60:
+            msg += f" (got {value!r})"
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key" + msg[len("Extra inputs are not permitted") :]
+    return msg
+
+
+def spec_schema() -> dict[str, Any]:
+    """JSON schema of experiment specs, with every registered component."""
+    ensure_ready()
+    return ExperimentSpec.model_json_schema()

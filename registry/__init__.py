@@ -1,0 +1,32 @@
+"""Generic typed component registries with pydantic params and entry-point plugins."""
+
+from registry.core import (
+    BUILTIN,
+    DuplicateComponentError,
+    Entry,
+    Params,
+    Registry,
+    RegistryError,
+    UnknownComponentError,
+    origin,
+    unknown_message,
+)
+from registry.plugins import Plugin, PluginError, load_plugins
+from registry.schema import ComponentRef, tagged_model
+
+__all__ = [
+    "BUILTIN",
+    "ComponentRef",
+    "DuplicateComponentError",
+    "Entry",
+    "Params",
+    "Plugin",
+    "PluginError",
+    "Registry",
+    "RegistryError",
+    "UnknownComponentError",
+    "load_plugins",
+    "origin",
+    "tagged_model",
+    "unknown_message",
+]
