@@ -90,7 +90,8 @@ class TrainSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     deterministic: bool = Field(True, description="deterministic algorithms (exact resume)")
-    log_every: int = Field(10, ge=1, description="training steps between metric lines")
+    class_weighted_loss: bool = Field(False, description="weight the loss by inverse class frequency")
+    log_every: int = Field(10, ge=1, description="training batches between metric lines")
     limit_batches: int | None = Field(None, ge=1, description="cap batches per epoch (quick runs)")
 
 
@@ -204,6 +205,9 @@ def check_references(spec: ExperimentSpec) -> list[tuple[str, str]]:
         for h in stage.loss_weights:
             if h not in stage.heads:
                 issues.append((f"{key}.loss_weights.{h}", f"head {h!r} is not active in this stage"))
+        upstream = [m for m in stage.train if m in ("backbone", "neck")]
+        if stage.cache_features is True and upstream:
+            issues.append((f"{key}.cache_features", f"features cannot be cached while {upstream} train"))
         monitor_head = stage.monitor.split("/")[1]
         if monitor_head != "ensemble" and monitor_head not in stage.heads:
             issues.append((f"{key}.monitor", f"head {monitor_head!r} is not active in this stage"))

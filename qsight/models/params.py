@@ -48,6 +48,7 @@ class TinyCnnParams(Params):
 
     width: int = Field(16, ge=4, le=256, description="channels of the first block (doubling per block)")
     depth: int = Field(3, ge=1, le=6, description="conv blocks")
+    checkpoint: str | None = Field(None, description="local weights file (state_dict) loaded into the CNN")
 
 
 class NeckSpec(Params):

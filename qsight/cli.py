@@ -1,0 +1,156 @@
+"""The ``qsight`` command line: parse, call, print, exit code. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qsight.errors import QsightError
+
+app = typer.Typer(
+    name="qsight",
+    help="Config-driven experiments for hybrid classical + quantum image classifiers (DR grading).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="Experiment TOML file, e.g. experiments/hybrid.toml.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override KEY.PATH=VALUE (TOML literal; list indices allowed), e.g. --set stages.0.epochs=2.",
+        metavar="KEY.PATH=VALUE",
+    ),
+]
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@contextmanager
+def _exit_codes() -> Iterator[None]:
+    """Turn qsight errors into one clear message and the contract's exit code."""
+    try:
+        yield
+    except QsightError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def validate(spec: SpecArg, set_: SetOpt = None) -> None:
+    """Check a spec (and overrides) without running it: exit 0 valid, 2 invalid."""
+    from qsight.spec import load_spec
+
+    with _exit_codes():
+        parsed = load_spec(spec, set_ or [])
+        stages = ", ".join(f"{s.name}({s.epochs})" for s in parsed.stages)
+        out.print(f"[green]valid[/] {spec}: experiment {parsed.name!r}, stages {stages}", highlight=False)
+
+
+@app.command()
+def run(
+    spec: Annotated[
+        Path | None, typer.Argument(help="Experiment TOML file (omit with --resume to reuse the run's spec).")
+    ] = None,
+    set_: SetOpt = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Write the run into exactly this folder.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="One batch per stage through every head, Grad-CAM and sink.")
+    ] = False,
+) -> None:
+    """Train and evaluate one experiment; artifacts go to the run folder, then the sinks."""
+    with _exit_codes():
+        from qsight.runner import run_experiment
+
+        result = run_experiment(spec, set_ or [], run_dir=run_dir, resume=resume, dry_run=dry_run)
+        out.print(f"run folder: {result.run_dir}", highlight=False)
+        if result.status != "completed":
+            err.print(f"[red]run {result.status}[/]: {result.message}", highlight=False)
+            raise typer.Exit(1)
+
+
+@app.command("list-components")
+def list_components(
+    kind: Annotated[str | None, typer.Option(help="Only this kind: backbone, head, sampler, dataset, sink.")] = None,
+    format_: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+) -> None:
+    """Every registered component (built-in and plugins) with its parameters and defaults."""
+    from qsight.components import KINDS, load_components
+    from registry import unknown_message
+
+    with _exit_codes():
+        load_components()
+        if kind is not None and kind not in KINDS:
+            from qsight.errors import BadInputError
+
+            raise BadInputError("--kind: " + unknown_message("kind", kind, list(KINDS)))
+        kinds = [kind] if kind else list(KINDS)
+        data = {
+            k: [
+                {"name": e.name, "summary": e.summary, "origin": e.origin, "params": e.param_rows()}
+                for e in KINDS[k].entries()
+            ]
+            for k in kinds
+        }
+        if format_ is Format.json:
+            typer.echo(json.dumps(data, indent=2, default=str))
+        else:
+            _print_components(data)
+
+
+def _print_components(data: dict[str, list[dict[str, Any]]]) -> None:
+    for kind, entries in data.items():
+        table = Table(title=f"{kind}s", title_justify="left", show_lines=False)
+        table.add_column("name", style="bold cyan", no_wrap=True)
+        table.add_column("summary")
+        table.add_column("parameters (default)")
+        table.add_column("origin", style="dim")
+        for e in entries:
+            params = "\n".join(
+                f"{p['name']}: {p['type']}" + ("" if p["required"] else f" = {p['default']!r}")
+                for p in e["params"]
+            )
+            table.add_row(e["name"], e["summary"], params or "-", e["origin"])
+        out.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON schema of experiment specs (all registered components included)."""
+    from qsight.spec import spec_schema
+
+    with _exit_codes():
+        typer.echo(json.dumps(spec_schema(), indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="qsight")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""An Experiment: the built parts of one spec (data, model, sinks, Trainer) and its execution."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+from qsight.components import DATASETS
+from qsight.data.base import DataBundle, DataContext
+from qsight.errors import BadInputError, RunFailedError
+from qsight.runner import RunResult
+from qsight.sinks import RunInfo, SinkSet, build_sinks
+from qsight.spec import ExperimentSpec
+from qsight.training.checkpoints import CheckpointStore, load_checkpoint
+from qsight.training.parallel import DistInfo, init_distributed
+from qsight.training.progress import make_progress
+from qsight.training.reporting import EpochReporter
+from qsight.training.seeding import seed_everything, set_deterministic
+from qsight.training.state import RunState
+from qsight.training.trainer import Trainer
+
+log = logging.getLogger("qsight")
+
+
+def choose_device(asked: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when present, else CPU; ``cuda`` without a GPU is bad input."""
+    if asked == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("train.device: 'cuda' asked but no CUDA device is available")
+    if asked in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def build_data(spec: ExperimentSpec) -> DataBundle:
+    """The dataset component named by ``[data]``."""
+    ctx = DataContext(seed=spec.seed, cache_dir=Path(spec.output.root) / "cache")
+    return DATASETS.get(str(getattr(spec.data, "type"))).build(spec.data, ctx)
+
+
+def build_hybrid(spec: ExperimentSpec, num_classes: int, device: torch.device) -> nn.Module:
+    """The HybridModel of ``[model]`` on `device`."""
+    from qsight.models import build_model
+
+    model: nn.Module = build_model(spec.model, num_classes)
+    return model.to(device)
+
+
+def _shared_folder(folder: Path, dist: DistInfo) -> Path:
+    """Every rank writes under rank 0's folder name."""
+    if not dist.distributed:
+        return folder
+    box: list[Any] = [str(folder)]
+    tdist.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+@dataclass
+class Experiment:
+    """The parts of one run, ready to execute."""
+
+    spec: ExperimentSpec
+    run_dir: Path
+    data: DataBundle
+    model: nn.Module
+    sinks: SinkSet | None
+    trainer: Trainer
+    dist: DistInfo
+    checkpoints: CheckpointStore
+
+    @classmethod
+    def build(cls, spec: ExperimentSpec, run_dir: Path, *, dry_run: bool = False,
+              progress: bool = True) -> Experiment:
+        """Build everything a run needs; bad data or components raise `BadInputError`."""
+        device = choose_device(spec.train.device, _local_rank())
+        dist = init_distributed(device)
+        run_dir = _shared_folder(run_dir, dist)
+        set_deterministic(spec.train.deterministic)
+        seed_everything(spec.seed)
+        data = build_data(spec)
+        model = build_hybrid(spec, data.num_classes, device)
+        sinks = None
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            info = RunInfo(spec.name, run_dir.name, run_dir, Path(spec.output.root),
+                           spec.model_dump(mode="json", exclude_none=True))
+            sinks = build_sinks(spec.sinks, info)
+            sinks.write_environment(_environment_extra(spec, model, device, dist, data))
+        reporter = EpochReporter(spec, data, model, sinks, run_dir, device, dry_run=dry_run)
+        store = CheckpointStore(run_dir)
+        trainer = Trainer(spec, data, model, reporter, store, device=device, dist=dist,
+                          progress=make_progress(progress and dist.is_main), dry_run=dry_run)
+        return cls(spec, run_dir, data, model, sinks, trainer, dist, store)
+
+    def resume(self) -> RunState:
+        """Load ``checkpoints/last.pt`` into the Trainer; returns where the run stands."""
+        self.trainer.resume_from(load_checkpoint(self.checkpoints.last))
+        return self.trainer.state
+
+    def execute(self) -> RunResult:
+        """Run the Trainer; always finish the sinks (summary.json) with the run's status."""
+        status, message = "failed", ""
+        started = time.time()
+        pending: BaseException | None = None
+        try:
+            self.trainer.run()
+            status = "completed"
+        except KeyboardInterrupt as exc:
+            status, message, pending = "interrupted", "interrupted by the user", exc
+        except BadInputError as exc:
+            message, pending = str(exc), exc
+        except RunFailedError as exc:
+            message = str(exc)
+        except Exception as exc:  # a crash in a component: record it, exit 1
+            message = f"{type(exc).__name__}: {exc}"
+            self._write_error(traceback.format_exc())
+        summary = self._summary(status, message, time.time() - started)
+        if self.sinks is not None:
+            if status == "completed" and self.checkpoints.best.is_file():
+                self.sinks.log_artifact(self.checkpoints.best, "checkpoints")
+            summary["sinks"] = self.sinks.finish(status, summary)
+        if pending is not None:
+            raise pending
+        return RunResult(self.run_dir, status, message, summary)
+
+    def _summary(self, status: str, message: str, seconds: float) -> dict[str, Any]:
+        state = self.trainer.state
+        return {
+            "status": status,
+            "final": state.last,
+            "best": state.best,
+            "stages": state.stages,
+            "message": message,
+            "seconds": round(seconds, 2),
+            "global_step": state.global_step,
+            "skipped_images": list(self.data.skipped),
+            "class_names": list(self.data.class_names),
+        }
+
+    def _write_error(self, text: str) -> None:
+        if self.dist.is_main:
+            (self.run_dir / "error.log").write_text(text)
+        log.error("run failed:\n%s", text)
+
+
+def _local_rank() -> int:
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _environment_extra(spec: ExperimentSpec, model: nn.Module, device: torch.device, dist: DistInfo,
+                       data: DataBundle) -> dict[str, Any]:
+    heads: dict[str, Any] = {}
+    for name, module in getattr(model, "heads", {}).items():
+        describe = getattr(module, "describe", None)
+        if callable(describe):
+            heads[name] = describe()
+    return {
+        "seed": spec.seed,
+        "device": str(device),
+        "world_size": dist.world_size,
+        "quantum": heads,
+        "num_classes": data.num_classes,
+        "train_size": len(data.train_labels),
+        "val_size": len(data.val_labels),
+    }

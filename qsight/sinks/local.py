@@ -1,0 +1,134 @@
+"""The run folder's bookkeeping: spec.toml, environment.json, metrics.jsonl, summary.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from qsight.sinks.base import BaseSink, RunInfo
+from qsight.sinks.environment import collect_environment
+
+SUMMARY_KEYS = ("status", "final", "best", "stages", "sinks")
+
+
+def drop_none(value: Any) -> Any:
+    """`value` with None entries removed from every mapping and list (TOML has no null)."""
+    if isinstance(value, Mapping):
+        return {str(k): drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [drop_none(v) for v in value if v is not None]
+    return value
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON data: NaN/inf become None, paths and unknown objects strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item):
+        return json_safe(item())
+    return str(value)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class LocalSink(BaseSink):
+    """Writes the run folder's bookkeeping files; images and tables are already there."""
+
+    def __init__(self, name: str = "local", strict: bool = False, flush_every: int = 1) -> None:
+        super().__init__(name, strict)
+        self.flush_every = flush_every
+        self.run: RunInfo | None = None
+        self._metrics: IO[str] | None = None
+        self._unflushed = 0
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (after `start`)."""
+        if self.run is None:
+            raise RuntimeError("local sink not started")
+        return self.run.run_dir
+
+    def start(self, run: RunInfo) -> None:
+        """Create the folder; write spec.toml and environment.json; open metrics.jsonl (append)."""
+        import tomli_w
+
+        self.run = run
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run.run_dir / "spec.toml", tomli_w.dumps(drop_none(run.spec)))
+        self.write_environment({})
+        self._metrics = (run.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+
+    def write_environment(self, extra: Mapping[str, Any]) -> None:
+        """(Re)write environment.json, merging `extra` into any extra written before."""
+        path = self.run_dir / "environment.json"
+        merged: dict[str, Any] = {}
+        if path.is_file():
+            merged = dict(json.loads(path.read_text(encoding="utf-8")).get("extra", {}))
+        merged.update(extra)
+        seed = self.run.spec.get("seed") if self.run else None
+        env = collect_environment(seed, merged)
+        write_atomic(path, json.dumps(json_safe(env), indent=2) + "\n")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int, context: Mapping[str, Any]) -> None:
+        """Append one line: stage, epoch, step, time, other context, then the metrics."""
+        if self._metrics is None:
+            raise RuntimeError("local sink not started")
+        line = {"stage": context.get("stage"), "epoch": context.get("epoch"), "step": step}
+        line.update({k: v for k, v in context.items() if k not in line})
+        line["time"] = round(time.time(), 3)
+        line.update(metrics)
+        self._metrics.write(json.dumps(json_safe(line)) + "\n")
+        self._unflushed += 1
+        if self._unflushed >= self.flush_every:
+            self._metrics.flush()
+            self._unflushed = 0
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Copy a file from outside the run folder into it (under `artifact_path`)."""
+        path = Path(path).resolve()
+        if path.is_relative_to(self.run_dir.resolve()):
+            return
+        dest = self.run_dir / (artifact_path or "") / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, dest)
+
+    def finish(self, status: str, summary: Mapping[str, Any]) -> None:
+        """Close metrics.jsonl and write summary.json (contract keys first)."""
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        self.write_summary(status, summary)
+
+    def write_summary(self, status: str, summary: Mapping[str, Any]) -> None:
+        """summary.json: status, final, best, stages, sinks, then any other keys given."""
+        data: dict[str, Any] = {
+            "status": status,
+            "final": dict(summary.get("final", {})),
+            "best": dict(summary.get("best", {})),
+            "stages": list(summary.get("stages", [])),
+            "sinks": dict(summary.get("sinks", {})),
+        }
+        data.update({k: v for k, v in summary.items() if k not in SUMMARY_KEYS})
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.run_dir / "summary.json", json.dumps(json_safe(data), indent=2) + "\n")

@@ -1,0 +1,42 @@
+"""Heads-only stages on a frozen backbone: compute the heads' inputs once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+
+class FeatureDataset(Dataset[tuple[dict[str, Tensor], int]]):
+    """Cached head inputs (``{"backbone": ..., "neck": ...}``) with their labels."""
+
+    def __init__(self, features: Mapping[str, Tensor], labels: Tensor) -> None:
+        self.features, self.labels = dict(features), labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[dict[str, Tensor], int]:
+        return {k: v[i] for k, v in self.features.items()}, int(self.labels[i])
+
+
+@torch.no_grad()
+def compute_features(
+    features: Callable[[Tensor], Mapping[str, Tensor]],
+    dataset: Dataset[tuple[Tensor, int]],
+    *,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+) -> FeatureDataset:
+    """Run `features` (the model in eval mode) once over `dataset`, keeping results on CPU."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    chunks: dict[str, list[Tensor]] = {}
+    labels: list[Tensor] = []
+    for x, y in loader:
+        for k, v in features(x.to(device)).items():
+            chunks.setdefault(k, []).append(v.detach().float().cpu())
+        labels.append(torch.as_tensor(y))
+    return FeatureDataset({k: torch.cat(v) for k, v in chunks.items()}, torch.cat(labels))

@@ -1,0 +1,107 @@
+"""End of each epoch: predict, evaluate, explain, write locally, then hand to the sinks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from qsight.data.base import DataBundle
+from qsight.evaluation import choose_samples, evaluate, explain, write_report
+from qsight.sinks.fanout import SinkSet
+from qsight.spec import ExperimentSpec, StageConfig
+from qsight.training.loop import EpochStats, predict
+
+log = logging.getLogger("qsight.training")
+
+
+def epoch_folder(run_dir: Path, stage: str, epoch: int) -> Path:
+    """``visualizations/<stage>/epoch_<NN>`` (epochs counted from 1)."""
+    return run_dir / "visualizations" / stage / f"epoch_{epoch + 1:02d}"
+
+
+class EpochReporter:
+    """Turns one validation pass into metrics and artifacts; only the main process writes."""
+
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        data: DataBundle,
+        model: nn.Module,
+        sinks: SinkSet | None,
+        run_dir: Path,
+        device: torch.device,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self.spec, self.data, self.model, self.sinks = spec, data, model, sinks
+        self.run_dir, self.device, self.dry_run = run_dir, device, dry_run
+        self.samples = choose_samples(list(data.val_labels), spec.explain.samples, seed=spec.seed)
+
+    @property
+    def writes(self) -> bool:
+        return self.sinks is not None
+
+    def start_stage(self, stage: StageConfig, notes: dict[str, Any]) -> None:
+        log.info("stage %s starts: heads %s, train %s, %s", stage.name, stage.heads, stage.train, notes)
+
+    def log_step(self, metrics: dict[str, float], step: int, stage: str, epoch: int) -> None:
+        if self.sinks is not None:
+            self.sinks.log_metrics(metrics, step, {"stage": stage, "epoch": epoch + 1})
+
+    def end_epoch(
+        self, stage: StageConfig, epoch: int, stats: EpochStats, step: int, val_set: Dataset[Any],
+        net: nn.Module, *, cached: bool,
+    ) -> dict[str, float]:
+        """Validation metrics (``val/<head>/<metric>``) plus the epoch's training losses."""
+        net.eval()
+        bs = self.spec.train.eval_batch_size or self.spec.train.batch_size
+        loader = DataLoader(val_set, batch_size=bs, shuffle=False, num_workers=self.spec.train.num_workers)
+        preds = predict(net, loader, self.device, limit=1 if self.dry_run else None)
+        n = len(preds.labels)
+        report = evaluate(preds.labels, preds.probs, self.data.class_names, list(self.data.val_ids)[:n])
+        metrics = {f"val/{k}": float(v) for k, v in report.metrics.items()}
+        metrics.update({f"train/{'total' if k == 'loss' else k}/loss": v for k, v in stats.losses.items()})
+        metrics["train/epoch_seconds"] = stats.seconds
+        metrics["train/samples_per_second"] = stats.samples / max(stats.seconds, 1e-9)
+        if self.sinks is None:
+            return metrics
+        folder = epoch_folder(self.run_dir, stage.name, epoch)
+        artifacts = list(write_report(report, folder))
+        if self._explain_due(stage, epoch):
+            cams = self._explain(stage, folder / "gradcam")
+            artifacts += cams.artifacts
+            metrics.update({f"val/{t}/pointing_game": v for t, v in cams.pointing_game.items() if v is not None})
+        context = {"stage": stage.name, "epoch": epoch + 1}
+        self.sinks.log_metrics(metrics, step, context)
+        for art in artifacts:
+            key = f"{stage.name}/{art.key}"
+            if art.kind == "image":
+                self.sinks.log_image(key, art.path, step)
+            else:
+                self.sinks.log_table(key, art.path, step)
+        return metrics
+
+    def _explain_due(self, stage: StageConfig, epoch: int) -> bool:
+        cfg = self.spec.explain
+        return cfg.enabled and ((epoch + 1) % cfg.every == 0 or epoch + 1 == stage.epochs or self.dry_run)
+
+    def _explain(self, stage: StageConfig, out_dir: Path) -> Any:
+        idx = self.samples
+        images = torch.stack([self.data.val[i][0] for i in idx])
+        display = np.stack([self.data.display_image(i) for i in idx])
+        labels = np.asarray([self.data.val_labels[i] for i in idx])
+        masks = None
+        if self.data.lesion_mask is not None:
+            masks = np.stack([self.data.lesion_mask(i) for i in idx])
+        targets = [*stage.heads, "ensemble"]
+        return explain(
+            self.model, images.to(self.device), display, labels, targets, out_dir,
+            target_layer=self.spec.explain.target_layer, lesion_masks=masks,
+            ids=[str(self.data.val_ids[i]) for i in idx], class_names=self.data.class_names,
+        )

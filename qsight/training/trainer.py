@@ -1,0 +1,260 @@
+"""The Trainer: runs the stages in order. It orchestrates; the work lives elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from qsight.data.base import DataBundle
+from qsight.spec import ExperimentSpec, StageConfig
+from qsight.training.checkpoints import CheckpointStore
+from qsight.training.feature_cache import FeatureDataset, compute_features
+from qsight.training.loop import StepContext, train_epoch
+from qsight.training.optim import make_optimizer, make_scheduler
+from qsight.training.parallel import DistInfo, ShardedBatchSampler, use_data_parallel
+from qsight.training.progress import ProgressReporter, SilentProgress
+from qsight.training.reporting import EpochReporter
+from qsight.training.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+from qsight.training.state import EarlyStopping, RunState
+
+log = logging.getLogger("qsight.training")
+
+
+class _FeatureForward(nn.Module):
+    """Routes cached head inputs through the model (so DDP/DP wrap one forward)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: dict[str, Tensor]) -> Any:
+        return self.model.forward_features(feats)
+
+
+@dataclass
+class StagePlan:
+    """How one stage runs: cache, parallelism, loaders."""
+
+    stage: StageConfig
+    index: int
+    cached: bool
+    data_parallel: bool
+    train_set: Dataset[Any]
+    val_set: Dataset[Any]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains a HybridModel stage by stage, evaluating and checkpointing every epoch."""
+
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        data: DataBundle,
+        model: nn.Module,
+        reporter: EpochReporter,
+        checkpoints: CheckpointStore,
+        *,
+        device: torch.device,
+        dist: DistInfo | None = None,
+        progress: ProgressReporter | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.spec, self.data, self.model, self.reporter = spec, data, model, reporter
+        self.checkpoints, self.device = checkpoints, device
+        self.dist = dist or DistInfo()
+        self.progress = progress or SilentProgress()
+        self.dry_run = dry_run
+        self.state = RunState()
+        self.class_weights = self._class_weights()
+        self.quantum_heads = [n for n, h in spec.model.heads.items() if getattr(h, "type", "") == "quantum"]
+        self._resume: dict[str, Any] | None = None
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def resume_from(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by `_save` (position, model, optimizer, RNG)."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.state = RunState.from_dict(checkpoint["run_state"])
+        self._resume = checkpoint
+
+    def run(self) -> RunState:
+        """Run every stage not finished yet; returns the final run state."""
+        for index, stage in enumerate(self.spec.stages):
+            if index < self.state.stage_index:
+                continue
+            self._run_stage(index, stage)
+        self.state.finished = True
+        return self.state
+
+    # -- stages -------------------------------------------------------------------------------------
+
+    def _run_stage(self, index: int, stage: StageConfig) -> None:
+        self.model.set_stage(stage)  # re-applied on every transition, never left stale
+        plan = self._plan(index, stage)
+        net = self._wrap(plan)
+        sampler = self._train_sampler(plan, epoch=0)
+        steps_per_epoch = max(1, len(sampler) // stage.grad_accumulation)
+        if self.spec.train.limit_batches or self.dry_run:
+            steps_per_epoch = max(1, min(len(sampler), self._limit() or len(sampler)) // stage.grad_accumulation)
+        params = self.model.trainable_parameters()
+        optimizer = make_optimizer(stage, params)
+        scheduler = make_scheduler(optimizer, stage, steps_per_epoch)
+        scaler = torch.amp.GradScaler("cuda") if self._amp() else None
+        early = EarlyStopping(stage.patience, stage.monitor_mode)
+        if self._resume is not None and self.state.stage_index == index:
+            optimizer.load_state_dict(self._resume["optimizer"])
+            scheduler.load_state_dict(self._resume["scheduler"])
+            if scaler is not None and self._resume.get("scaler"):
+                scaler.load_state_dict(self._resume["scaler"])
+            early = EarlyStopping.from_dict(self._resume["early_stopping"])
+            set_rng_state(self._resume["rng"])
+            self._resume = None
+        ctx = StepContext(optimizer, scheduler, params, self.device, stage.grad_accumulation,
+                          stage.grad_clip, scaler, self._amp())
+        self.reporter.start_stage(stage, plan.notes)
+        while self.state.epoch < stage.epochs and not early.stopped:
+            epoch = self.state.epoch
+            seed_everything(derive_seed(self.spec.seed, index, epoch))
+            self.model.set_active(stage.heads)  # every epoch: active heads never stale
+            self._anneal(stage, epoch)
+            stats = self._train_one_epoch(plan, net, ctx, epoch)
+            metrics = self.reporter.end_epoch(stage, epoch, stats, self.state.global_step, plan.val_set, net,
+                                              cached=plan.cached)
+            improved = early.update(metrics.get(stage.monitor))
+            self.state.epoch += 1
+            self.state.record_epoch(stage.name, epoch, metrics, improved)
+            done = self.state.epoch >= stage.epochs or early.stopped
+            self._save(optimizer, scheduler, scaler, early, best=improved, stage_end=stage.name if done else None)
+            if self.dry_run:
+                break
+        self.state.stage_done(stage.name, early.stopped)
+
+    def _train_one_epoch(self, plan: StagePlan, net: nn.Module, ctx: StepContext, epoch: int) -> Any:
+        sampler = self._train_sampler(plan, epoch)
+        loader = self._loader(plan.train_set, sampler)
+        limit = self._limit()
+        self.progress.start_epoch(plan.stage.name, epoch, plan.stage.epochs, min(len(sampler), limit or len(sampler)))
+        model = self.model
+
+        def loss_fn(x: Any, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            out = net(x)
+            loss, parts = model.loss(out, y, self.class_weights)
+            return loss, parts
+
+        def on_step(i: int, values: dict[str, float], n: int) -> None:
+            self.state.train_samples += n
+            self.progress.advance(values, 0.0)
+            if (i + 1) % (self.spec.train.log_every * ctx.accumulation) == 0:
+                step_metrics = {f"train/{_head_key(k)}/loss": v for k, v in values.items()}
+                step_metrics["train/lr"] = float(ctx.optimizer.param_groups[0]["lr"])
+                self.reporter.log_step(step_metrics, self.state.global_step + (i + 1) // ctx.accumulation,
+                                       plan.stage.name, epoch)
+
+        net.train()
+        stats = train_epoch(loss_fn, loader, ctx, on_step=on_step, limit=limit)
+        self.state.global_step += stats.steps
+        self.progress.end_epoch()
+        return stats
+
+    # -- planning -----------------------------------------------------------------------------------
+
+    def _plan(self, index: int, stage: StageConfig) -> StagePlan:
+        cache = stage.cache_features
+        cached = bool(self.model.frozen_upstream(stage)) if cache == "auto" else bool(cache)
+        gpus = torch.cuda.device_count() if self.device.type == "cuda" else 0
+        dp = use_data_parallel(stage, self.quantum_heads, gpus) and not self.dist.distributed
+        train_set: Dataset[Any] = self.data.train
+        val_set: Dataset[Any] = self.data.val
+        if cached:
+            train_set, val_set = self._cached_sets()
+        notes = {"feature_cache": cached, "data_parallel": dp, "ddp": self.dist.distributed}
+        log.info("stage %s: %s", stage.name, notes)
+        return StagePlan(stage, index, cached, dp, train_set, val_set, notes)
+
+    def _cached_sets(self) -> tuple[FeatureDataset, FeatureDataset]:
+        self.model.eval()
+        bs = self.spec.train.eval_batch_size or self.spec.train.batch_size
+        kw = {"batch_size": bs, "device": self.device, "num_workers": self.spec.train.num_workers}
+        train = compute_features(self.model.features, self.data.train_plain, **kw)
+        val = compute_features(self.model.features, self.data.val, **kw)
+        return train, val
+
+    def _wrap(self, plan: StagePlan) -> nn.Module:
+        net: nn.Module = _FeatureForward(self.model) if plan.cached else self.model
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
+        if plan.data_parallel:
+            return nn.DataParallel(net)
+        return net
+
+    def _train_sampler(self, plan: StagePlan, epoch: int) -> ShardedBatchSampler:
+        labels: Sequence[int] = self.data.train_labels
+        weights = None
+        if self.data.weighted_sampler:
+            counts = torch.bincount(torch.as_tensor(list(labels)), minlength=self.data.num_classes).double()
+            weights = (1.0 / counts.clamp(min=1))[torch.as_tensor(list(labels))].tolist()
+        return ShardedBatchSampler(
+            len(labels), self.spec.train.batch_size, seed=derive_seed(self.spec.seed, plan.index, epoch, 7),
+            shuffle=True, rank=self.dist.rank, world_size=self.dist.world_size,
+            drop_last=len(labels) > self.spec.train.batch_size, weights=weights,
+        )
+
+    def _loader(self, dataset: Dataset[Any], sampler: ShardedBatchSampler) -> DataLoader[Any]:
+        workers = self.spec.train.num_workers
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                          persistent_workers=False, pin_memory=self.device.type == "cuda")
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _limit(self) -> int | None:
+        return 1 if self.dry_run else self.spec.train.limit_batches
+
+    def _amp(self) -> bool:
+        return self.spec.train.amp and self.device.type == "cuda"
+
+    def _anneal(self, stage: StageConfig, epoch: int) -> None:
+        a = stage.anneal
+        if a is None:
+            return
+        t = epoch / max(1, stage.epochs - 1)
+        self.model.set_anneal(a.start_temp + t * (a.end_temp - a.start_temp),
+                              a.start_noise + t * (a.end_noise - a.start_noise))
+
+    def _class_weights(self) -> Tensor | None:
+        if not self.spec.train.class_weighted_loss:
+            return None
+        counts = torch.bincount(torch.as_tensor(list(self.data.train_labels)), minlength=self.data.num_classes)
+        w = counts.sum() / (counts.clamp(min=1).double() * len(counts))
+        return w.float().to(self.device)
+
+    def _save(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, early: EarlyStopping,
+              *, best: bool, stage_end: str | None) -> None:
+        if not self.dist.is_main:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": rng_state(),
+            "early_stopping": early.to_dict(),
+            "run_state": self.state.to_dict(),
+            "stage": self.state.current_stage_name(self.spec.stages),
+            "epoch": self.state.epoch,
+        }
+        self.checkpoints.save(state, best=best, stage_end=stage_end)
+
+
+def _head_key(name: str) -> str:
+    """Loss names from the model: 'loss' is the total, others are heads."""
+    return "total" if name == "loss" else name
