@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -75,7 +76,7 @@ def timm_backbone(params: TimmBackboneParams) -> Backbone:
     net = _create(params, what)
     if params.checkpoint:
         load_checkpoint(net, params.checkpoint, what)
-    dim = getattr(net, "head_hidden_size", None) or net.num_features
+    dim: Any = getattr(net, "head_hidden_size", None) or getattr(net, "num_features", 0)
     return Backbone(net, int(dim))
 
 
@@ -83,7 +84,7 @@ def _create(params: TimmBackboneParams, what: str) -> nn.Module:
     """timm.create_model with errors turned into `BadInputError`s naming the model."""
     import timm
 
-    kwargs = dict(params.kwargs)
+    kwargs: dict[str, Any] = dict(params.kwargs)
     try:
         if not params.pretrained:
             return timm.create_model(params.name, num_classes=0, drop_rate=params.drop_rate, **kwargs)

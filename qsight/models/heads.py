@@ -23,7 +23,9 @@ class LinearHead(nn.Module):
 class MlpHead(nn.Module):
     """`layers` × (linear, GELU, dropout), then a linear layer to the classes."""
 
-    def __init__(self, in_dim: int, num_classes: int, hidden: int = 64, layers: int = 1, dropout: float = 0.1):
+    def __init__(
+        self, in_dim: int, num_classes: int, hidden: int = 64, layers: int = 1, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         width = in_dim

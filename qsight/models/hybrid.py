@@ -118,6 +118,7 @@ class HybridModel(nn.Module):
     def set_stage(self, stage: StageLike) -> None:
         """Apply a stage fully: requires_grad, train/eval modes, active heads, loss weights."""
         check_names("module", stage.train, self.module_names())
+        check_names("head", stage.heads, list(self.heads))
         self._trainable = frozenset(stage.train)
         for name in self.module_names():
             self.get_module(name).requires_grad_(name in self._trainable)
@@ -236,8 +237,8 @@ def _build_head(
     num_classes: int,
 ) -> nn.Module:
     where = f"model.heads.{name}"
-    if "." in name:
-        raise BadInputError(f"{where}: a head name cannot contain '.'")
+    if "." in name or hasattr(nn.ModuleDict(), name) or hasattr(nn.ParameterDict(), name):
+        raise BadInputError(f"{where}: {name!r} cannot name a head (contains '.' or is reserved)")
     if source == "neck" and neck is None:
         raise BadInputError(f"{where}: reads 'neck' but [model.neck] is disabled")
     in_dim = neck.dim if source == "neck" and neck is not None else dim

@@ -35,8 +35,8 @@ class TimmBackboneParams(Params):
     """Any timm model name, used as a feature extractor (classifier removed)."""
 
     name: str = Field("resnet18", min_length=1, description="timm model name, e.g. resnet18, efficientnet_b0")
-    pretrained: bool = Field(False, description="load timm's pretrained weights (needs them reachable offline)")
-    checkpoint: str | None = Field(None, description="local weights file (state_dict) loaded into the backbone")
+    pretrained: bool = Field(False, description="load timm's pretrained weights (must be reachable)")
+    checkpoint: str | None = Field(None, description="local state_dict file loaded into the backbone")
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="timm drop_rate")
     kwargs: dict[str, int | float | str | bool] = Field(
         default_factory=dict, description="extra keyword arguments for timm.create_model"

@@ -41,10 +41,9 @@ def load_checkpoint(net: nn.Module, path: str | Path, what: str) -> None:
     except RuntimeError as exc:
         raise BadInputError(f"{what}: checkpoint {path} does not fit the model: {exc}") from None
     if result.missing_keys:
-        missing = ", ".join(result.missing_keys[:5])
-        raise BadInputError(
-            f"{what}: checkpoint {path} lacks {len(result.missing_keys)} weights of the model (e.g. {missing})"
-        )
+        some = ", ".join(result.missing_keys[:5])
+        count = len(result.missing_keys)
+        raise BadInputError(f"{what}: checkpoint {path} lacks {count} weights of the model (e.g. {some})")
 
 
 def _state_dict_of(raw: Any, path: Path, what: str) -> dict[str, Tensor]:

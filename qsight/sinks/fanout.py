@@ -51,9 +51,7 @@ class SinkSet:
             self.statuses[sink.name] = describe(exc)
             if sink.strict:
                 raise RunFailedError(f"sink {sink.name!r} failed: {describe(exc)}") from exc
-            log.warning(
-                "sink %r failed and is disabled for the rest of the run: %s", sink.name, describe(exc)
-            )
+            log.warning("sink %r failed and is disabled for the rest of the run: %s", sink.name, describe(exc))
 
     def _each(self, method: str, *args: Any) -> None:
         for sink in self.active():

@@ -93,7 +93,10 @@ class MlflowSink(BaseSink):
         return self.run_id
 
     def start(self, run: RunInfo) -> None:
-        """Experiment (created when new), run named after the run id, params and the spec."""
+        """Experiment (created when new), run named after the run id, params and the spec.
+
+        A run whose qsight run id is already in the experiment (``--resume``) is reopened.
+        """
         import tomli_w
         from mlflow import MlflowClient
 
@@ -107,11 +110,18 @@ class MlflowSink(BaseSink):
         with self._http():
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             exp_id = self._experiment(self.params.experiment or run.experiment, artifacts)
+            self.run_id = self._existing_run(exp_id, run.run_id)
+            if self.run_id is not None:  # a resumed qsight run continues its MLflow run
+                self.client.update_run(self.run_id, status="RUNNING")
+                return
             tags = {"qsight.run_id": run.run_id, "qsight.run_dir": str(run.run_dir), **self.params.tags}
-            created = self.client.create_run(exp_id, run_name=run.run_id, tags=tags)
-            self.run_id = created.info.run_id
+            self.run_id = self.client.create_run(exp_id, run_name=run.run_id, tags=tags).info.run_id
             self._log_params(flatten(run.spec))
             self.client.log_text(self.run_id, tomli_w.dumps(drop_none(run.spec)), "spec.toml")
+
+    def _existing_run(self, experiment_id: str, qsight_run_id: str) -> str | None:
+        found = self.client.search_runs([experiment_id], f"tags.`qsight.run_id` = '{qsight_run_id}'", max_results=1)
+        return str(found[0].info.run_id) if found else None
 
     def _experiment(self, name: str, artifact_location: str | None) -> str:
         exp = self.client.get_experiment_by_name(name)

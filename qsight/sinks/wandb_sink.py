@@ -85,7 +85,11 @@ class WandbSink(BaseSink):
         self.wandb_run.log({key: wandb.Table(dataframe=pd.read_csv(path))}, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        """A file or folder as a W&B artifact (type 'model' for checkpoints)."""
+        """A file or folder as a W&B artifact (type 'model' for checkpoints).
+
+        The files are referenced in place (policy 'immutable': no staging copy outside
+        the run folder), so log files that are not rewritten later, e.g. a final checkpoint.
+        """
         if not self.params.log_artifacts:
             return
         import wandb
@@ -94,9 +98,9 @@ class WandbSink(BaseSink):
         kind = "model" if path.suffix in {".pt", ".pth", ".ckpt"} else "file"
         art = wandb.Artifact(artifact_name(self.wandb_run.name or "", artifact_path or "", path.stem), kind)
         if path.is_dir():
-            art.add_dir(str(path))
+            art.add_dir(str(path), policy="immutable")
         else:
-            art.add_file(str(path))
+            art.add_file(str(path), policy="immutable")
         self.wandb_run.log_artifact(art)
 
     def finish(self, status: str, summary: Mapping[str, Any]) -> None:

@@ -1,0 +1,127 @@
+"""The wandb sink, offline: its files stay under <run>/wandb/ and hold what was logged."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qsight.sinks import RunInfo, SinkSet, WandbParams
+from qsight.sinks.local import LocalSink
+from qsight.sinks.wandb_sink import WandbSink, resolve_mode
+
+SPEC = {"name": "demo", "seed": 3, "train": {"batch_size": 8}}
+BLOCK, HEADER = 32768, 7
+
+
+def read_records(path: Path) -> list[Any]:
+    """The protobuf records of an offline .wandb file (leveldb-style log of 32 KiB blocks)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, buf, out = HEADER, b"", []
+    while pos + 7 <= len(data):
+        room = BLOCK - pos % BLOCK
+        if room < 7:
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 2):  # full, first
+            buf = payload
+        elif kind in (3, 4):  # middle, last
+            buf += payload
+        if kind in (1, 4):
+            out.append(pb.Record.FromString(buf))  # type: ignore[attr-defined]
+    return out
+
+
+def read_finished(path: Path, wait: float = 10.0) -> list[Any]:
+    """The records once the exit record is on disk (wandb-core writes asynchronously)."""
+    deadline = time.monotonic() + wait
+    while True:
+        records = read_records(path)
+        if any(r.HasField("exit") for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
+def history(records: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for rec in records:
+        if rec.HasField("history"):
+            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item})
+    return rows
+
+
+def write_artifacts(run_dir: Path) -> tuple[Path, Path, Path]:
+    from PIL import Image
+
+    folder = run_dir / "visualizations" / "classical" / "epoch_01"
+    folder.mkdir(parents=True)
+    png, csv = folder / "confusion_ensemble.png", folder / "confidence.csv"
+    Image.new("RGB", (16, 12), (200, 30, 30)).save(png)
+    csv.write_text("id,label,pred,confidence\na,0,0,0.9\nb,2,1,0.4\n")
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"\0" * 64)
+    return png, csv, ckpt
+
+
+def test_offline_run_files_hold_the_logged_data(tmp_path: Path) -> None:
+    run = RunInfo("demo", "r1", tmp_path / "run", tmp_path, SPEC)
+    png, csv, ckpt = write_artifacts(run.run_dir)
+    wb = WandbSink(WandbParams(), name="wandb")
+    sinks = SinkSet(LocalSink(), [wb])
+    sinks.start(run)
+    sinks.log_metrics({"train/global/loss": 1.25}, 3, {"stage": "classical", "epoch": 1})
+    sinks.log_metrics({"val/ensemble/qwk": 0.5}, 6, {"stage": "classical", "epoch": 1})
+    sinks.log_image("classical/confusion_ensemble", png, 6)
+    sinks.log_table("classical/confidence", csv, 6)
+    sinks.log_artifact(ckpt, "checkpoints")
+    assert sinks.finish("completed", {"final": {"val/ensemble/qwk": 0.5}})["wandb"] == "ok"
+
+    (offline,) = (run.run_dir / "wandb").glob("offline-run-*")
+    records = read_finished(next(offline.glob("run-*.wandb")))
+    rows = history(records)
+    assert [(r["_step"], r.get("train/global/loss"), r.get("val/ensemble/qwk")) for r in rows] == [
+        (3, 1.25, None),
+        (6, None, 0.5),
+    ]
+    assert rows[1]["epoch"] == 1
+    assert rows[1]["classical/confusion_ensemble/_type"] == "image-file"
+    assert rows[1]["classical/confidence/_type"] == "table-file"
+    media = offline / "files" / "media"
+    assert len(list((media / "images").rglob("*.png"))) == 1
+    (table,) = (media / "table").rglob("*.table.json")
+    assert json.loads(table.read_text())["columns"] == ["id", "label", "pred", "confidence"]
+    (run_rec,) = (r.run for r in records if r.HasField("run"))
+    config = {i.key: json.loads(i.value_json) for i in run_rec.config.update}
+    assert config["train"] == {"batch_size": 8}
+    assert run_rec.project == "demo" and run_rec.display_name == "r1"
+    assert any(r.HasField("artifact") and r.artifact.type == "model" for r in records)
+    (exit_rec,) = (r.exit for r in records if r.HasField("exit"))
+    assert exit_rec.exit_code == 0
+
+
+def test_online_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert resolve_mode("online") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_mode("online") == "online" and resolve_mode("offline") == "offline"
+
+
+def test_failed_run_finishes_with_a_nonzero_exit_code(tmp_path: Path) -> None:
+    run = RunInfo("demo", "r2", tmp_path / "run", tmp_path, SPEC)
+    wb = WandbSink(WandbParams(), name="wandb")
+    wb.start(run)
+    wb.finish("failed", {})
+    wb.finish("failed", {})  # a second finish is harmless
+    (path,) = (run.run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    (exit_rec,) = (r.exit for r in read_finished(path) if r.HasField("exit"))
+    assert exit_rec.exit_code == 1
