@@ -72,9 +72,7 @@ def plot_confusion(counts: np.ndarray, class_names: Sequence[str], path: Path, t
     ax.set_title(title or f"N = {int(counts.sum())}")
     for (row, col), count in np.ndenumerate(counts):
         colour = "white" if shares[row, col] > 0.5 else "black"
-        ax.text(
-            col, row, f"{count}\n{shares[row, col]:.0%}", ha="center", va="center", color=colour, fontsize=8
-        )
+        ax.text(col, row, f"{count}\n{shares[row, col]:.0%}", ha="center", va="center", color=colour, fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     return path

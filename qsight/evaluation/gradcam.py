@@ -11,7 +11,7 @@ backbone explains as well as a trainable one, and no parameter gradient is touch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from qsight.evaluation.artifact import Artifact, safe_name
-from qsight.evaluation.layers import TargetLayer, resolve_target_layer
+from qsight.evaluation.layers import TargetLayer, resolve_target_layer, unwrap
 from qsight.evaluation.render import Panel, as_rgb_uint8, fit_map, overlay, save_collage, save_png
 
 ENSEMBLE = "ensemble"
@@ -42,7 +42,7 @@ class GradCamResult:
     overlays: dict[str, list[Path]]  # target -> one path per sample
     collage: Path
     pointing_game: dict[str, float | None]  # None without lesion masks
-    skipped: list[str] = field(default_factory=list)  # targets the model did not output
+    skipped: dict[str, str] = field(default_factory=dict)  # target -> why it was not explained
 
     def metrics(self) -> dict[str, float]:
         """``<target>/pointing_game`` for every target that could be scored."""
@@ -72,15 +72,15 @@ class _OutputView(nn.Module):
 def select_output(output: object, target: str) -> Tensor:
     """The logits of ``target`` in a ModelOutput (or a plain logits tensor, as ``ensemble``)."""
     if isinstance(output, Tensor):
-        if target == ENSEMBLE:
-            return output
+        found = output if target == ENSEMBLE else None
+    elif target == ENSEMBLE:
+        found = getattr(output, "ensemble", None)
+    else:
+        heads = getattr(output, "heads", None)
+        found = heads.get(target) if isinstance(heads, Mapping) else None
+    if not isinstance(found, Tensor):
         raise KeyError(target)
-    heads = getattr(output, "heads", None)
-    if target == ENSEMBLE and isinstance(getattr(output, "ensemble", None), Tensor):
-        return getattr(output, "ensemble")  # type: ignore[no-any-return]
-    if isinstance(heads, dict) and isinstance(heads.get(target), Tensor):
-        return heads[target]  # type: ignore[no-any-return]
-    raise KeyError(target)
+    return found
 
 
 @contextmanager
@@ -127,7 +127,7 @@ def _hit(cam: np.ndarray, mask: np.ndarray) -> bool:
 def compute_cams(
     model: nn.Module,
     images: Tensor,
-    classes: dict[str, Sequence[int]],
+    classes: Mapping[str, Sequence[int]],
     layer: TargetLayer,
 ) -> dict[str, np.ndarray]:
     """Grad-CAM maps (B, H, W) per target for the given class of each sample.
@@ -135,14 +135,14 @@ def compute_cams(
     Call inside :func:`cam_mode`. The hooks are removed before returning, also on errors.
     """
     view = _OutputView(model)
+    inputs = images.detach().requires_grad_(True)  # gradients flow from the input, not the weights
     cam = GradCAM(model=view, target_layers=[layer.module], reshape_transform=layer.reshape)
-    cam.compute_input_gradient = True
     try:
         maps: dict[str, np.ndarray] = {}
         for target, chosen in classes.items():
             view.target = target
             wanted = [ClassifierOutputTarget(int(c)) for c in chosen]
-            maps[target] = np.asarray(cam(input_tensor=images, targets=wanted), dtype=np.float32)
+            maps[target] = np.asarray(cam(input_tensor=inputs, targets=wanted), dtype=np.float32)
         return maps
     finally:
         cam.activations_and_grads.release()
@@ -167,10 +167,15 @@ def explain(
     ``display_images`` are the same samples as HxWx3 uint8 pictures, ``labels`` their
     classes, ``names`` their file-name stems (default ``sample00``...). Each sample is
     explained for its true class (``class_source="label"``) or for the class the
-    target predicts. Targets the model does not output are skipped and listed.
+    target predicts. Targets the model does not output, or that carry no gradient back to
+    the input (a head run without gradients), are skipped, with the reason, in ``skipped``.
     """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("Grad-CAM needs gradients: call explain outside torch.inference_mode()")
+    model = unwrap(model)
     layer = resolve_target_layer(model, target_layer)
     names = [safe_name(n) for n in names] if names is not None else [f"sample{i:02d}" for i in range(len(images))]
+    _check_batch(len(images), display_images, labels, names, lesion_masks)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     with cam_mode(model):
@@ -180,29 +185,37 @@ def explain(
         cams = compute_cams(model, batch, classes, layer)
     masks = list(lesion_masks) if lesion_masks is not None else [None] * len(names)
     files = _write_images(cams, display_images, names, out_dir)
-    panels = _panels(cams, predicted, display_images, labels, masks, class_names)
-    collage = save_collage(panels, out_dir / "collage.png", title=f"Grad-CAM at {layer.path}")
+    panels = _panels(cams, predicted, display_images, labels, masks, names, class_names)
+    explained = "true" if class_source == "label" else "predicted"
+    title = f"Grad-CAM at {layer.path}, for each sample's {explained} class"
+    collage = save_collage(panels, out_dir / "collage.png", title=title)
     scores = {t: (pointing_game(c, masks) if lesion_masks is not None else None) for t, c in cams.items()}
     return GradCamResult(layer.path, list(cams), cams, files[0], files[1], collage, scores, skipped)
 
 
-def _predict(model: nn.Module, batch: Tensor, targets: Sequence[str]) -> tuple[dict[str, list[int]], list[str]]:
-    """Predicted class per target the model outputs, and the targets it does not."""
+def _check_batch(count: int, *per_sample: Sequence[object] | None) -> None:
+    if count == 0:
+        raise ValueError("explain needs at least one image")
+    lengths = [len(seq) for seq in per_sample if seq is not None]
+    if any(n != count for n in lengths):
+        raise ValueError(f"{count} images but per-sample inputs of lengths {lengths}")
+
+
+def _predict(model: nn.Module, batch: Tensor, targets: Sequence[str]) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Predicted class per explainable target, and why the others cannot be explained."""
     probe = batch.clone().requires_grad_(True)
     output = model(probe)
     predicted: dict[str, list[int]] = {}
-    skipped: list[str] = []
+    skipped: dict[str, str] = {}
     for target in targets:
         try:
             logits = select_output(output, target)
         except KeyError:
-            skipped.append(target)
+            skipped[target] = "not in the model output (inactive head)"
             continue
         if not logits.requires_grad:
-            raise RuntimeError(
-                f"Grad-CAM: the {target!r} output does not depend differentiably on the input "
-                "(is part of the model run under torch.no_grad()?)"
-            )
+            skipped[target] = "no gradient from the input (non-differentiable head, or run under no_grad)"
+            continue
         predicted[target] = [int(c) for c in logits.detach().argmax(dim=1).tolist()]
     return predicted, skipped
 
@@ -227,6 +240,7 @@ def _panels(
     display: Sequence[np.ndarray],
     labels: Sequence[int],
     masks: Sequence[np.ndarray | None],
+    names: Sequence[str],
     class_names: Sequence[str] | None,
 ) -> list[list[Panel]]:
     def name(c: int) -> str:
@@ -236,10 +250,10 @@ def _panels(
     for i, image in enumerate(display):
         rgb = as_rgb_uint8(image)
         mask = masks[i] if _has(masks[i]) else None
-        row = [Panel(rgb, f"true {name(int(labels[i]))}", mask=mask)]
+        row = [Panel(rgb, f"{names[i]}: true {name(int(labels[i]))}", mask=mask)]
         for target, maps in cams.items():
             heat = fit_map(maps[i], rgb.shape[0], rgb.shape[1])
-            title = f"{target}: {name(predicted[target][i])}"
+            title = f"{target}: predicts {name(predicted[target][i])}"
             row.append(Panel(overlay(rgb, heat), title, peak=cam_peak(heat), mask=mask))
         rows.append(row)
     return rows

@@ -66,6 +66,13 @@ class ToFeatureMap:
         return patches.reshape(patches.shape[0], height, width, patches.shape[2]).permute(0, 3, 1, 2)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a ``DataParallel``/``DistributedDataParallel`` wrapper, else ``model``."""
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        return unwrap(model.module)
+    return model
+
+
 def network(model: nn.Module) -> nn.Module:
     """The underlying image network: ``model.backbone.net`` when present, else ``model``."""
     backbone = getattr(model, "backbone", None)
@@ -75,6 +82,7 @@ def network(model: nn.Module) -> nn.Module:
 
 def resolve_target_layer(model: nn.Module, path: str | None = None) -> TargetLayer:
     """The Grad-CAM target layer of ``model``: automatic, or at the dotted ``path``."""
+    model = unwrap(model)
     net = network(model)
     reshape = feature_map_transform(net)
     if path:
@@ -111,9 +119,7 @@ def _lookup(model: nn.Module, net: nn.Module, path: str) -> nn.Module:
 
 def _is_token_model(net: nn.Module) -> bool:
     blocks = getattr(net, "blocks", None)
-    return (
-        hasattr(net, "patch_embed") and isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0
-    )
+    return hasattr(net, "patch_embed") and isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0
 
 
 def _last_feature_stage(net: nn.Module) -> str | None:

@@ -52,9 +52,7 @@ def check_inputs(labels: np.ndarray, probs: np.ndarray) -> None:
         raise ValueError(f"labels must lie in 0..{probs.shape[1] - 1}; got {labels.min()}..{labels.max()}")
 
 
-def head_metrics(
-    labels: np.ndarray, probs: np.ndarray, referable_from: int | None = None
-) -> dict[str, float]:
+def head_metrics(labels: np.ndarray, probs: np.ndarray, referable_from: int | None = None) -> dict[str, float]:
     """All metrics of one head: ``labels`` (N,) class indices, ``probs`` (N, C) probabilities."""
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -81,9 +79,7 @@ def head_metrics(
     return {name: value for name, value in values.items() if math.isfinite(value)}
 
 
-def _referable(
-    target: torch.Tensor, scores: torch.Tensor, preds: torch.Tensor, start: int
-) -> dict[str, float]:
+def _referable(target: torch.Tensor, scores: torch.Tensor, preds: torch.Tensor, start: int) -> dict[str, float]:
     """Sensitivity/specificity/AUC of "grade >= start", each only where defined."""
     truth = target >= start
     flagged = preds >= start
