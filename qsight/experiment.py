@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
-from torch import nn
 
 from qsight.components import DATASETS
 from qsight.data.base import DataBundle, DataContext
 from qsight.errors import BadInputError, RunFailedError
+from qsight.models.hybrid import HybridModel, build_model
 from qsight.runner import RunResult
 from qsight.sinks import RunInfo, SinkSet, build_sinks
 from qsight.spec import ExperimentSpec
@@ -42,15 +42,12 @@ def choose_device(asked: str, local_rank: int = 0) -> torch.device:
 def build_data(spec: ExperimentSpec) -> DataBundle:
     """The dataset component named by ``[data]``."""
     ctx = DataContext(seed=spec.seed, cache_dir=Path(spec.output.root) / "cache")
-    return DATASETS.get(str(getattr(spec.data, "type"))).build(spec.data, ctx)
+    return DATASETS.get(str(spec.data.type)).build(spec.data, ctx)
 
 
-def build_hybrid(spec: ExperimentSpec, num_classes: int, device: torch.device) -> nn.Module:
+def build_hybrid(spec: ExperimentSpec, num_classes: int, device: torch.device) -> HybridModel:
     """The HybridModel of ``[model]`` on `device`."""
-    from qsight.models import build_model
-
-    model: nn.Module = build_model(spec.model, num_classes)
-    return model.to(device)
+    return build_model(spec.model, num_classes).to(device)
 
 
 def _shared_folder(folder: Path, dist: DistInfo) -> Path:
@@ -69,7 +66,7 @@ class Experiment:
     spec: ExperimentSpec
     run_dir: Path
     data: DataBundle
-    model: nn.Module
+    model: HybridModel
     sinks: SinkSet | None
     trainer: Trainer
     dist: DistInfo
@@ -156,10 +153,10 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _environment_extra(spec: ExperimentSpec, model: nn.Module, device: torch.device, dist: DistInfo,
+def _environment_extra(spec: ExperimentSpec, model: HybridModel, device: torch.device, dist: DistInfo,
                        data: DataBundle) -> dict[str, Any]:
     heads: dict[str, Any] = {}
-    for name, module in getattr(model, "heads", {}).items():
+    for name, module in model.heads.items():
         describe = getattr(module, "describe", None)
         if callable(describe):
             heads[name] = describe()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import Field, GetCoreSchemaHandler, create_model
 from pydantic_core import PydanticCustomError, core_schema
@@ -15,14 +15,15 @@ if TYPE_CHECKING:
 
 def tagged_model(entry: Entry[Any], tag: str = "type") -> type[Params]:
     """`entry.params` extended with a literal `tag` field naming the component."""
-    literal: Any = Literal[entry.name]  # type: ignore[valid-type]
-    model: type[Params] = create_model(
+    literal: Any = Literal[entry.name]
+    fields: dict[str, Any] = {tag: (literal, Field(default=entry.name, description=f"{entry.kind} type"))}
+    model = create_model(
         f"{entry.kind.title().replace('-', '')}_{entry.name.replace('-', '_')}",
         __base__=entry.params,
         __doc__=entry.summary or entry.params.__doc__,
-        **{tag: (literal, Field(default=entry.name, description=f"{entry.kind} type"))},
+        **fields,
     )
-    return model
+    return cast(type[Params], model)
 
 
 class ComponentRef:

@@ -73,8 +73,8 @@ def test_ref_validates_params_of_the_named_component() -> None:
         sampler: Annotated[Params, reg.ref(default="torch-exact")]
 
     aer = Holder.model_validate({"sampler": {"type": "aer", "shots": 5}}).sampler
-    assert isinstance(aer, ShotParams) and aer.shots == 5 and getattr(aer, "type") == "aer"
-    assert getattr(Holder.model_validate({"sampler": {}}).sampler, "type") == "torch-exact"
+    assert isinstance(aer, ShotParams) and aer.shots == 5 and aer.type == "aer"
+    assert Holder.model_validate({"sampler": {}}).sampler.type == "torch-exact"
     with pytest.raises(ValidationError, match="did you mean 'aer'"):
         Holder.model_validate({"sampler": {"type": "aar"}})
     with pytest.raises(ValidationError) as info:

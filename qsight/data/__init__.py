@@ -1,1 +1,96 @@
-"""qsight.data."""
+"""Datasets: the embedded synthetic fundus set, image folders and CSV-labelled images.
+
+Importing this package is cheap (params and registrations only); the
+implementation modules, which import numpy, PIL and torch, load when a
+dataset is built or a heavy name below is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from qsight.components import DATASETS
+from qsight.data.base import DataBundle, DataContext
+from qsight.data.params import (
+    APTOS_BALANCE,
+    DR_GRADE_NAMES,
+    AugmentParams,
+    CsvParams,
+    ImageFolderParams,
+    SyntheticFundusParams,
+)
+
+if TYPE_CHECKING:
+    from qsight.data.splits import class_weights, sample_weights, stratified_split, weighted_sampler
+    from qsight.data.synthetic import GENERATOR_VERSION, render_fundus
+    from qsight.data.synthetic_set import synthetic_arrays
+    from qsight.data.transforms import eval_transform, train_transform
+
+__all__ = [
+    "APTOS_BALANCE",
+    "DR_GRADE_NAMES",
+    "GENERATOR_VERSION",
+    "AugmentParams",
+    "CsvParams",
+    "DataBundle",
+    "DataContext",
+    "ImageFolderParams",
+    "SyntheticFundusParams",
+    "class_weights",
+    "eval_transform",
+    "render_fundus",
+    "sample_weights",
+    "stratified_split",
+    "synthetic_arrays",
+    "train_transform",
+    "weighted_sampler",
+]
+
+_LAZY = {
+    "class_weights": "qsight.data.splits",
+    "sample_weights": "qsight.data.splits",
+    "stratified_split": "qsight.data.splits",
+    "weighted_sampler": "qsight.data.splits",
+    "GENERATOR_VERSION": "qsight.data.synthetic",
+    "render_fundus": "qsight.data.synthetic",
+    "synthetic_arrays": "qsight.data.synthetic_set",
+    "eval_transform": "qsight.data.transforms",
+    "train_transform": "qsight.data.transforms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@DATASETS.register(
+    "synthetic-fundus",
+    params=SyntheticFundusParams,
+    summary="embedded synthetic fundus photographs with DR lesions by grade (seeded, cached)",
+)
+def synthetic_fundus(params: SyntheticFundusParams, ctx: DataContext) -> DataBundle:
+    """Embedded synthetic fundus set."""
+    from qsight.data.synthetic_set import synthetic_fundus_dataset
+
+    return synthetic_fundus_dataset(params, ctx)
+
+
+@DATASETS.register(
+    "csv", params=CsvParams, summary="image folder + CSV of labels (APTOS 2019 by default; EyePACS by columns)"
+)
+def csv_images(params: CsvParams, ctx: DataContext) -> DataBundle:
+    """Images listed in a CSV of labels."""
+    from qsight.data.tabular import csv_dataset
+
+    return csv_dataset(params, ctx)
+
+
+@DATASETS.register("image-folder", params=ImageFolderParams, summary="one sub-folder of images per class")
+def image_folder(params: ImageFolderParams, ctx: DataContext) -> DataBundle:
+    """Images in one sub-folder per class."""
+    from qsight.data.folders import image_folder_dataset
+
+    return image_folder_dataset(params, ctx)

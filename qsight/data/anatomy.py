@@ -7,10 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from qsight.data.draw import F32, F64, line_opacity, smooth_noise, splat_points, walk
-
-# Per-channel darkening (R, G, B) of blood over the retina: mostly green/blue.
-VESSEL_TINT = np.array([0.45, 0.78, 0.72], dtype=np.float32)[:, None, None]
+from qsight.data.draw import F32, F64, line_opacity, smooth_noise, splat_points, walks
 
 
 @lru_cache(maxsize=8)
@@ -85,97 +82,117 @@ def make_eye(rng: np.random.Generator, size: int, difficulty: float) -> Eye:
     )
 
 
-def background(rng: np.random.Generator, eye: Eye, difficulty: float) -> tuple[F32, F32]:
-    """Retina colour ``(3, S, S)`` with illumination, texture and macula; and the illumination map."""
+def background(rng: np.random.Generator, eye: Eye, difficulty: float) -> tuple[F32, F32, F32]:
+    """Retina colour ``(3, S, S)`` with illumination, texture and macula; the illumination map;
+    and the squared distance from the retina centre in retina radii."""
     x, y = pixel_grid(eye.size)
-    r2 = ((x - eye.centre[0]) ** 2 + (y - eye.centre[1]) ** 2) / eye.radius**2
+    cx, cy, rad = float(eye.centre[0]), float(eye.centre[1]), eye.radius
+    r2: F32 = ((x - cx) ** 2 + (y - cy) ** 2) * (1.0 / rad**2)
     pigment = rng.uniform()
     base = (1 - pigment) * np.array([0.86, 0.46, 0.22]) + pigment * np.array([0.62, 0.25, 0.11])
     base = (base * np.exp(rng.normal(0.0, 0.05, 3))).astype(np.float32)
     direction = rng.uniform(0, 2 * np.pi)
-    tilt = rng.uniform(0.0, 0.12 * difficulty + 0.02)
-    grad = ((x - eye.centre[0]) * np.cos(direction) + (y - eye.centre[1]) * np.sin(direction)) / eye.radius
-    illum = (1.0 - rng.uniform(0.25, 0.45) * r2 + tilt * grad).astype(np.float32)
-    texture = 1.0 + 0.05 * smooth_noise(rng, eye.size, 7) + 0.02 * smooth_noise(rng, eye.size, 19)
-    rgb: F32 = base[:, None, None] * (illum * texture)[None]
-    mac2 = ((x - eye.macula[0]) ** 2 + (y - eye.macula[1]) ** 2) / (0.14 * eye.radius) ** 2
-    mac = np.exp(-0.5 * mac2)
-    rgb *= 1.0 - mac[None] * np.array([0.18, 0.35, 0.3], dtype=np.float32)[:, None, None]
-    return rgb, illum
+    tilt = float(rng.uniform(0.0, 0.12 * difficulty + 0.02)) / rad
+    grad = (x - cx) * (tilt * np.cos(direction)) + (y - cy) * (tilt * np.sin(direction))
+    illum: F32 = 1.0 - float(rng.uniform(0.25, 0.45)) * r2 + grad
+    shade = illum * (1.0 + 0.06 * smooth_noise(rng, eye.size, 8))
+    mx, my = float(eye.macula[0]), float(eye.macula[1])
+    mac = np.exp(((x - mx) ** 2 + (y - my) ** 2) * (-0.5 / (0.14 * rad) ** 2))
+    macula_tint = np.array([0.18, 0.35, 0.3], dtype=np.float32)[:, None, None]
+    rgb: F32 = (base[:, None, None] * shade[None]) * (1.0 - mac[None] * macula_tint)
+    return rgb, illum, r2
 
 
 def draw_disc(rng: np.random.Generator, rgb: F32, eye: Eye) -> None:
-    """Pale, slightly vertically oval optic disc with a brighter cup, in place."""
-    x, y = pixel_grid(eye.size)
+    """Pale, slightly vertically oval optic disc with a brighter cup, in place (on a crop)."""
     rx = eye.disc_radius
-    ry = rx * rng.uniform(1.0, 1.15)
-    rho = np.sqrt(((x - eye.disc[0]) / rx) ** 2 + ((y - eye.disc[1]) / ry) ** 2)
-    disc = np.clip((1.0 - rho) * rx / 0.8 + 0.5, 0.0, 1.0)
-    cup = np.clip((rng.uniform(0.35, 0.55) - rho) * rx / 1.2 + 0.5, 0.0, 1.0)
-    pale = np.array([1.0, 0.82, 0.55], dtype=np.float32)[:, None, None] * rng.uniform(0.85, 1.0)
+    ry = rx * float(rng.uniform(1.0, 1.15))
+    x0, y0 = (max(int(c - ry - 2), 0) for c in eye.disc)
+    x1, y1 = (min(int(c + ry + 3), eye.size) for c in eye.disc)
+    if x1 <= x0 or y1 <= y0:
+        return
+    x, y = pixel_grid(eye.size)
+    x, y = x[y0:y1, x0:x1], y[y0:y1, x0:x1]
+    rho = np.sqrt(((x - float(eye.disc[0])) / rx) ** 2 + ((y - float(eye.disc[1])) / ry) ** 2)
+    disc = np.clip((1.0 - rho) * (rx / 0.8) + 0.5, 0.0, 1.0)[None]
+    cup = np.clip((float(rng.uniform(0.35, 0.55)) - rho) * (rx / 1.2) + 0.5, 0.0, 1.0)[None]
+    pale = np.array([1.0, 0.82, 0.55], dtype=np.float32)[:, None, None] * np.float32(rng.uniform(0.85, 1.0))
     white = np.array([1.0, 0.95, 0.82], dtype=np.float32)[:, None, None]
-    rgb *= 1.0 - 0.85 * disc[None]
-    rgb += 0.85 * disc[None] * pale
-    rgb += 0.5 * cup[None] * (white - rgb)
+    crop = rgb[:, y0:y1, x0:x1]
+    crop += 0.85 * disc * (pale - crop)
+    crop += 0.5 * cup * (white - crop)
 
 
-def _branches(
-    rng: np.random.Generator, parent: F64, width: float, depth: int, scale: float
-) -> list[tuple[F64, float]]:
-    """Child vessels leaving ``parent`` at random points, recursively."""
-    out: list[tuple[F64, float]] = []
-    if depth == 0 or len(parent) < 20:
-        return out
-    for _ in range(int(rng.integers(2, 5))):
-        k = int(rng.integers(len(parent) // 6, len(parent) - 4))
-        d = parent[k + 2] - parent[k]
-        heading = float(np.arctan2(d[1], d[0])) + rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.1)
-        steps = int((len(parent) - k) * rng.uniform(0.4, 0.8))
-        child = walk(rng, parent[k], heading, steps, 0.5 * scale, rng.normal(0, 0.01) / scale, 0.06 / scale**1.5)
-        out.append((child, width * 0.65))
-        out.extend(_branches(rng, child, width * 0.65, depth - 1, scale))
-    return out
+def _children(rng: np.random.Generator, parents: list[tuple[F64, float]], s: float) -> list[tuple[F64, float]]:
+    """Two to four thinner vessels leaving each parent at random points along it."""
+    starts, headings, steps, widths = [], [], [], []
+    for pts, width in parents:
+        n = len(pts)
+        if n < 20:
+            continue
+        m = int(rng.integers(2, 5))
+        k = rng.integers(n // 6, n - 4, m)
+        d = pts[k + 2] - pts[k]
+        turn = rng.choice([-1.0, 1.0], m) * rng.uniform(0.5, 1.1, m)
+        starts.append(pts[k])
+        headings.append(np.arctan2(d[:, 1], d[:, 0]) + turn)
+        steps.append(((n - k) * rng.uniform(0.4, 0.8, m)).astype(np.int64))
+        widths += [width * 0.65] * m
+    if not starts:
+        return []
+    curvature = rng.normal(0.0, 0.01, len(widths)) / s
+    paths = walks(
+        rng,
+        np.concatenate(starts),
+        np.concatenate(headings),
+        np.concatenate(steps),
+        0.5 * s,
+        curvature,
+        0.06 / s**1.5,
+    )
+    return list(zip(paths, widths, strict=True))
 
 
 def vessel_tree(rng: np.random.Generator, eye: Eye) -> list[tuple[F64, float]]:
-    """Vessels as ``(points, width_px)``: temporal arcades, nasal trunks and their branches."""
+    """Vessels as ``(points, width_px)``: temporal arcades, nasal trunks and two levels of branches."""
     s = eye.scale
     toward = float(np.arctan2(*(eye.macula - eye.disc)[::-1]))
     dist = float(np.hypot(*(eye.macula - eye.disc)))
-    vessels: list[tuple[F64, float]] = []
-    for sign in (-1.0, 1.0):
-        for kind, (spread, reach, bend) in {
-            "temporal": (1.25, 2.0, 2.1),
-            "nasal": (np.pi - 0.9, 0.9, 0.3),
-        }.items():
-            for vein, offset in ((True, 0.0), (False, 0.22)):
-                angle = toward + sign * (spread + offset + rng.normal(0, 0.08))
-                length = dist * reach * rng.uniform(0.85, 1.1)
-                steps = int(length / (0.5 * s))
-                curvature = -sign * bend / length * (1 if kind == "temporal" else -1)
-                pts = walk(rng, eye.disc, angle, steps, 0.5 * s, curvature, 0.05 / s**1.5)
-                width = (2.3 if vein else 1.7) * s
-                vessels.append((pts, width))
-                if vein and kind == "temporal":
-                    eye.veins.append(pts)
-                vessels.extend(_branches(rng, pts, width, 2, s))
+    sign = np.repeat([-1.0, 1.0], 4)  # superior / inferior
+    temporal = np.tile([True, True, False, False], 2)
+    vein = np.tile([True, False], 4)  # each vein runs beside an artery
+    spread = np.where(temporal, 1.15, np.pi - 0.9) + np.where(vein, 0.0, 0.22) + rng.normal(0, 0.08, 8)
+    length = dist * np.where(temporal, 2.0, 0.9) * rng.uniform(0.85, 1.1, 8)
+    curvature = -sign * np.where(temporal, 1.35, -0.3) / length  # arcades bend around the macula
+    trunks = walks(
+        rng,
+        np.tile(eye.disc, (8, 1)),
+        toward + sign * spread,
+        (length / (0.5 * s)).astype(np.int64),
+        0.5 * s,
+        curvature,
+        0.05 / s**1.5,
+    )
+    eye.veins = [t for t, v, tm in zip(trunks, vein, temporal, strict=True) if v and tm]
+    level = list(zip(trunks, (np.where(vein, 2.3, 1.7) * s).tolist(), strict=True))
+    vessels = list(level)
+    for _ in range(2):
+        level = _children(rng, level, s)
+        vessels += level
     return vessels
 
 
 def render_vessels(vessels: list[tuple[F64, float]], size: int, scale: float) -> F32:
     """Opacity ``(S, S)`` of the vessel tree: lines splatted per width class, then blurred."""
-    classes = (2.0 * scale, 1.3 * scale, 0.8 * scale)
-    maps = [np.zeros((size, size), np.float32) for _ in classes]
+    classes = (2.0 * scale, 1.0 * scale)  # trunks, branches
+    groups: list[list[F64]] = [[] for _ in classes]
     for pts, width in vessels:
-        k = int(np.argmin([abs(width - c) for c in classes]))
-        splat_points(maps[k], pts, 0.5 * scale)
-    opacity = np.zeros((size, size), np.float32)
-    for m, w in zip(maps, classes, strict=True):
-        op = line_opacity(m, max(w, 0.7), strength=0.75 if w > 1.5 * scale else 0.6)
-        opacity = 1.0 - (1.0 - opacity) * (1.0 - op)
-    return opacity
-
-
-def draw_vessels(rgb: F32, opacity: F32) -> None:
-    """Darken the retina under the vessels (blood absorbs green and blue), in place."""
-    rgb *= 1.0 - opacity[None] * VESSEL_TINT
+        groups[0 if width > 1.5 * scale else 1].append(pts)
+    density = [np.zeros((size, size), np.float32) for _ in classes]
+    for d, pts_list in zip(density, groups, strict=True):
+        if pts_list:
+            splat_points(d, np.concatenate(pts_list), 0.5 * scale)
+    thick = line_opacity(density[0], max(classes[0], 0.7), strength=0.75)
+    thin = line_opacity(density[1], max(classes[1], 0.7), strength=0.6)
+    out: F32 = 1.0 - (1.0 - thick) * (1.0 - thin)
+    return out

@@ -7,50 +7,58 @@ measured from the top-left corner of the top-left pixel.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-F32 = NDArray[np.float32]
+# float32 at run time; numpy's stubs widen arithmetic with Python floats to float64
+F32 = NDArray[np.floating[Any]]
 F64 = NDArray[np.float64]
 
 
-@lru_cache(maxsize=64)
-def _gauss_matrix(size: int, sigma_milli: int) -> F32:
-    """Row-normalised Gaussian blur matrix (edges renormalised, so no darkening)."""
-    sigma = sigma_milli / 1000.0
-    idx = np.arange(size, dtype=np.float64)
-    k = np.exp(-0.5 * ((idx[:, None] - idx[None, :]) / sigma) ** 2)
-    k /= k.sum(axis=1, keepdims=True)
-    return k.astype(np.float32)
-
-
-def blur(img: F32, sigma: float) -> F32:
-    """Gaussian blur of the last two axes (``(S, S)`` or ``(C, S, S)``) by matrix products."""
-    if sigma < 0.05:
-        return img
-    m = _gauss_matrix(img.shape[-1], round(sigma * 1000))
-    out: F32 = m @ img @ m.T
+def _kernel(sigma: float) -> F32:
+    r = max(1, int(np.ceil(3.0 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    out: F32 = (k / k.sum()).astype(np.float32)
     return out
 
 
+def _convolve_axis(img: F32, k: F32, axis: int) -> F32:
+    # Shifted sums in a fixed order: no BLAS, so results do not depend on threads or CPU.
+    r = len(k) // 2
+    n = img.shape[axis]
+    pad = [(0, 0)] * img.ndim
+    pad[axis] = (r, r)
+    p = np.pad(img, pad, mode="edge")
+    lead = (slice(None),) * axis
+    out: F32 = k[0] * p[(*lead, slice(0, n))]
+    for j in range(1, len(k)):
+        out += k[j] * p[(*lead, slice(j, j + n))]
+    return out
+
+
+def blur(img: F32, sigma: float) -> F32:
+    """Separable Gaussian blur of the last two axes (``(S, S)`` or ``(C, S, S)``), edges replicated."""
+    if sigma < 0.05:
+        return img
+    k = _kernel(sigma)
+    return _convolve_axis(_convolve_axis(img, k, img.ndim - 1), k, img.ndim - 2)
+
+
 @lru_cache(maxsize=16)
-def _upsample_matrix(size: int, grid: int) -> F32:
-    """Bilinear interpolation from ``grid`` control points to ``size`` pixels."""
+def _upsample_index(size: int, grid: int) -> tuple[NDArray[np.int64], F32]:
     pos = (np.arange(size) + 0.5) / size * (grid - 1)
-    lo = np.clip(np.floor(pos).astype(int), 0, grid - 2)
-    frac = pos - lo
-    m = np.zeros((size, grid), dtype=np.float32)
-    m[np.arange(size), lo] = 1.0 - frac
-    m[np.arange(size), lo + 1] = frac
-    return m
+    lo = np.clip(np.floor(pos).astype(np.int64), 0, grid - 2)
+    return lo, (pos - lo).astype(np.float32)
 
 
 def smooth_noise(rng: np.random.Generator, size: int, grid: int) -> F32:
     """Low-frequency noise in about [-1, 1]: a random ``grid``² lattice, bilinearly upsampled."""
-    m = _upsample_matrix(size, grid)
+    lo, f = _upsample_index(size, grid)
     lattice = rng.standard_normal((grid, grid)).astype(np.float32)
-    out: F32 = m @ lattice @ m.T
+    rows = lattice[lo] * (1.0 - f)[:, None] + lattice[lo + 1] * f[:, None]  # (size, grid)
+    out: F32 = rows[:, lo] * (1.0 - f) + rows[:, lo + 1] * f
     return out
 
 
@@ -102,23 +110,28 @@ def stamp_ellipses(
     target += np.bincount(flat, weights=w[ok], minlength=size * size).reshape(size, size).astype(np.float32)
 
 
-def walk(
+def walks(
     rng: np.random.Generator,
-    start: F64,
-    angle: float,
-    steps: int,
+    starts: F64,
+    angles: F64,
+    steps: NDArray[np.int64],
     step: float,
-    curvature: float,
+    curvature: F64,
     wiggle: float,
-    drift: float = 0.0,
-) -> F64:
-    """A smooth random walk: ``(steps, 2)`` points from ``start`` with turning heading."""
-    turns = drift + curvature + wiggle * rng.standard_normal(steps)
-    heading = angle + np.cumsum(turns) * step
-    pts = np.empty((steps, 2))
-    pts[:, 0] = start[0] + np.cumsum(np.cos(heading)) * step
-    pts[:, 1] = start[1] + np.cumsum(np.sin(heading)) * step
-    return pts
+) -> list[F64]:
+    """Smooth random walks, all at once: walk ``i`` is ``(steps[i], 2)`` points from ``starts[i]``.
+
+    The heading starts at ``angles[i]`` and turns by ``curvature[i]`` radians per
+    pixel plus white noise of strength ``wiggle``.
+    """
+    k = len(starts)
+    m = int(steps.max()) if k else 0
+    turns = curvature[:, None] + wiggle * rng.standard_normal((k, m))
+    heading = angles[:, None] + np.cumsum(turns, axis=1) * step
+    pts = np.empty((k, m, 2))
+    pts[..., 0] = starts[:, 0, None] + np.cumsum(np.cos(heading), axis=1) * step
+    pts[..., 1] = starts[:, 1, None] + np.cumsum(np.sin(heading), axis=1) * step
+    return [pts[i, : steps[i]] for i in range(k)]
 
 
 def splat_points(target: F32, pts: F64, weights: F64 | float = 1.0) -> None:
@@ -138,8 +151,8 @@ def splat_points(target: F32, pts: F64, weights: F64 | float = 1.0) -> None:
         idx.append(yi[ok] * size + xi[ok])
         wts.append((ww * w)[ok])
     flat = np.concatenate(idx)
-    target += np.bincount(flat, weights=np.concatenate(wts), minlength=size * size).reshape(size, size).astype(
-        np.float32
+    target += (
+        np.bincount(flat, weights=np.concatenate(wts), minlength=size * size).reshape(size, size).astype(np.float32)
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qsight.data.anatomy import Eye
-from qsight.data.draw import F32, F64, line_opacity, splat_points, stamp_ellipses, walk
+from qsight.data.draw import F32, F64, line_opacity, splat_points, stamp_ellipses, walks
 
 MASK_THRESHOLD = 0.3  # opacity above which a pixel belongs to a lesion
 
@@ -102,8 +102,15 @@ def draw_lesions(rng: np.random.Generator, eye: Eye, grade: int, layers: Layers)
         flame = n(2, 6)
         _blobs(layers.red, rng, eye.sample_in_retina(rng, flame, 0.7), (1.2 * s, 1.8 * s), (2.2, 3.2), (0.7, 0.9))
         cws = n(0, 3)
-        _blobs(layers.yellow, rng, eye.sample_in_retina(rng, cws, 0.6), (2.4 * s, 3.8 * s), (1, 1.6), (0.5, 0.7),
-               gaussian=True)
+        _blobs(
+            layers.yellow,
+            rng,
+            eye.sample_in_retina(rng, cws, 0.6),
+            (2.4 * s, 3.8 * s),
+            (1, 1.6),
+            (0.5, 0.7),
+            gaussian=True,
+        )
         if rng.random() < 0.85:
             _venous_beading(rng, eye, layers.vessels)
     if grade == 4:
@@ -126,18 +133,15 @@ def _venous_beading(rng: np.random.Generator, eye: Eye, target: F32) -> None:
         stamp_ellipses(target, beads[:, 0], beads[:, 1], r * 1.2, r, np.zeros(len(beads)), np.full(len(beads), 0.9))
 
 
-def _neovascularisation(
-    rng: np.random.Generator, eye: Eye, target: F32, site: F64, spread: float, loops: int
-) -> None:
+def _neovascularisation(rng: np.random.Generator, eye: Eye, target: F32, site: F64, spread: float, loops: int) -> None:
     """A tangle of fine, tortuous new vessels around ``site``."""
     s = eye.scale
     density = np.zeros_like(target)
-    for _ in range(loops):
-        start = site + rng.normal(0.0, spread * 0.5, 2)
-        steps = int(rng.uniform(10, 26) * s / (0.4 * s))
-        curl = rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.4) / s
-        pts = walk(rng, start, rng.uniform(0, 2 * np.pi), steps, 0.4 * s, curl, 0.25 / s**1.5)
-        splat_points(density, pts, 0.4 * s)
+    starts = site + rng.normal(0.0, spread * 0.5, (loops, 2))
+    steps = (rng.uniform(10, 26, loops) / 0.4).astype(np.int64)
+    curl = rng.choice([-1.0, 1.0], loops) * rng.uniform(0.15, 0.4, loops) / s
+    paths = walks(rng, starts, rng.uniform(0, 2 * np.pi, loops), steps, 0.4 * s, curl, 0.25 / s**1.5)
+    splat_points(density, np.concatenate(paths), 0.4 * s)
     op = line_opacity(density, max(0.9 * s, 0.7), strength=0.85)
     target += op
 

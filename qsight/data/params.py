@@ -67,6 +67,7 @@ class SyntheticFundusParams(LoaderParams):
         1.0, ge=0.0, le=3.0, description="nuisance strength: blur, noise, exposure, rotation, distractors"
     )
     seed: int = Field(0, ge=0, le=2**31, description="offset added to the experiment seed")
+    workers: int = Field(0, ge=0, le=64, description="processes generating images (0: automatic); same output")
 
     @model_validator(mode="after")
     def _grades_and_balance(self) -> SyntheticFundusParams:
@@ -133,7 +134,7 @@ class ImageFolderParams(FileDatasetParams):
 
     @model_validator(mode="after")
     def _no_names_with_classes(self) -> ImageFolderParams:
-        if self.classes is not None and self.class_names is not None:
-            if len(self.classes) != len(self.class_names):
-                raise ValueError("class_names must have one name per entry of classes")
+        names, classes = self.class_names, self.classes
+        if names is not None and classes is not None and len(classes) != len(names):
+            raise ValueError("class_names must have one name per entry of classes")
         return self

@@ -33,8 +33,13 @@ class CircuitSpec:
     def from_params(cls, p: QuantumHeadParams) -> CircuitSpec:
         """The circuit part of the head's parameters."""
         return cls(
-            p.qubits, p.feature_map, p.feature_map_reps, p.feature_map_entanglement,
-            p.ansatz, p.reps, p.entanglement,
+            p.qubits,
+            p.feature_map,
+            p.feature_map_reps,
+            p.feature_map_entanglement,
+            p.ansatz,
+            p.reps,
+            p.entanglement,
         )
 
 
@@ -48,7 +53,7 @@ class HeadCircuit:
 
     @property
     def num_qubits(self) -> int:
-        return int(self.circuit.num_qubits)
+        return len(self.circuit.qubits)
 
 
 def entangler_pairs(n: int, kind: Entanglement) -> list[tuple[int, int]]:
@@ -122,9 +127,9 @@ def readout_matrix(n: int, readout: Readout) -> NDArray[np.float64] | None:
     if readout == "expectations":
         return z
     pairs = [z[:, a] * z[:, b] for a, b in itertools.combinations(range(n), 2)]
-    return np.concatenate([z, np.stack(pairs, axis=1)], axis=1) if pairs else z
+    return np.asarray(np.concatenate([z, np.stack(pairs, axis=1)], axis=1), dtype=np.float64) if pairs else z
 
 
 def readout_width(n: int, readout: Readout) -> int:
     """Number of readout features."""
-    return {"probabilities": 2**n, "expectations": n, "parity": n + n * (n - 1) // 2}[readout]
+    return {"probabilities": 1 << n, "expectations": n, "parity": n + n * (n - 1) // 2}[readout]

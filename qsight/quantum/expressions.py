@@ -36,7 +36,7 @@ def to_poly(value: object, index: dict[str, int]) -> Poly:
         return Poly(float(value))  # type: ignore[arg-type]
     if not value.parameters:
         return Poly(float(value))
-    import sympy
+    import sympy  # type: ignore[import-untyped]
 
     expr = sympy.expand(value.sympify())
     syms = sorted(expr.free_symbols, key=lambda s: index[s.name])
@@ -69,8 +69,13 @@ class PolyMap(nn.Module):
     without, D = T and the result is the polynomial values themselves.
     """
 
-    def __init__(self, polys: Sequence[Poly], n_params: int, n_inputs: int,
-                 patterns: np.ndarray | None = None) -> None:
+    const: Tensor
+    lin: Tensor
+    quad: Tensor
+    qi: Tensor
+    qj: Tensor
+
+    def __init__(self, polys: Sequence[Poly], n_params: int, n_inputs: int, patterns: np.ndarray | None = None) -> None:
         super().__init__()
         t = len(polys)
         pat = np.eye(t) if patterns is None else np.asarray(patterns, dtype=np.float64)

@@ -82,7 +82,7 @@ def train_epoch(
     limit: int | None = None,
 ) -> EpochStats:
     """Forward, backward and (every `accumulation` batches) an optimizer step."""
-    stats, totals = EpochStats(), {}
+    stats, totals = EpochStats(), dict[str, float]()
     start = time.perf_counter()
     ctx.optimizer.zero_grad(set_to_none=True)
     pending = 0
@@ -95,7 +95,7 @@ def train_epoch(
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at batch {i}")
         scaled = loss / ctx.accumulation
-        (ctx.scaler.scale(scaled) if ctx.scaler is not None else scaled).backward()
+        (ctx.scaler.scale(scaled) if ctx.scaler is not None else scaled).backward()  # type: ignore[no-untyped-call]
         pending += 1
         if pending == ctx.accumulation:
             _optimizer_step(ctx)

@@ -21,7 +21,7 @@ def make_optimizer(stage: StageConfig, params: Sequence[nn.Parameter]) -> torch.
 
 def lr_factor(stage: StageConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """Linear warm-up, then constant or cosine decay to zero at the stage's last step."""
-    warmup = int(round(stage.warmup_epochs * steps_per_epoch))
+    warmup = round(stage.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / (warmup + 1)
     if stage.scheduler == "constant":

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
 from torch.utils.data import Sampler
 
+from qsight.models.output import ModelOutput
 from qsight.spec import StageConfig
 
 log = logging.getLogger("qsight.training")
@@ -66,6 +68,29 @@ def use_data_parallel(stage: StageConfig, quantum_heads: Sequence[str], gpu_coun
     if stage.data_parallel == "force":
         return gpu_count >= 1
     return gpu_count > 1 and not trains_only_quantum(stage, quantum_heads)
+
+
+class _AsDict(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        out = self.net(x)
+        return {"ensemble": out.ensemble, **{f"head:{k}": v for k, v in out.heads.items()}}
+
+
+class DataParallelOutput(nn.Module):
+    """``nn.DataParallel`` over a model returning `ModelOutput` (which DataParallel cannot gather)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.parallel = nn.DataParallel(_AsDict(net))
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        out: dict[str, Tensor] = self.parallel(x)
+        heads = {k[len("head:") :]: v for k, v in out.items() if k.startswith("head:")}
+        return ModelOutput(heads, out["ensemble"])
 
 
 class ShardedBatchSampler(Sampler[list[int]]):

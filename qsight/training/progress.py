@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 
 class ProgressReporter(Protocol):
@@ -51,7 +51,7 @@ class RichProgress:
             transient=False,
         )
         self.progress.start()
-        self.task: int | None = None
+        self.task: TaskID | None = None
 
     def start_epoch(self, stage: str, epoch: int, epochs: int, batches: int) -> None:
         desc = f"{stage} {epoch + 1}/{epochs}"

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from qsight.data.base import DataBundle
-from qsight.evaluation import choose_samples, evaluate, explain, write_report
+from qsight.evaluation import GradCamResult, choose_samples, evaluate, explain, write_report
 from qsight.sinks.fanout import SinkSet
 from qsight.spec import ExperimentSpec, StageConfig
 from qsight.training.loop import EpochStats, predict
@@ -75,8 +75,8 @@ class EpochReporter:
         artifacts = list(write_report(report, folder))
         if self._explain_due(stage, epoch):
             cams = self._explain(stage, folder / "gradcam")
-            artifacts += cams.artifacts
-            metrics.update({f"val/{t}/pointing_game": v for t, v in cams.pointing_game.items() if v is not None})
+            artifacts += cams.artifacts()
+            metrics.update({f"val/{k}": v for k, v in cams.metrics().items()})
         context = {"stage": stage.name, "epoch": epoch + 1}
         self.sinks.log_metrics(metrics, step, context)
         for art in artifacts:
@@ -91,17 +91,17 @@ class EpochReporter:
         cfg = self.spec.explain
         return cfg.enabled and ((epoch + 1) % cfg.every == 0 or epoch + 1 == stage.epochs or self.dry_run)
 
-    def _explain(self, stage: StageConfig, out_dir: Path) -> Any:
+    def _explain(self, stage: StageConfig, out_dir: Path) -> GradCamResult:
         idx = self.samples
         images = torch.stack([self.data.val[i][0] for i in idx])
-        display = np.stack([self.data.display_image(i) for i in idx])
-        labels = np.asarray([self.data.val_labels[i] for i in idx])
-        masks = None
+        display = [self.data.display_image(i) for i in idx]
+        labels = [int(self.data.val_labels[i]) for i in idx]
+        masks: list[np.ndarray | None] | None = None
         if self.data.lesion_mask is not None:
-            masks = np.stack([self.data.lesion_mask(i) for i in idx])
+            masks = [self.data.lesion_mask(i) for i in idx]
         targets = [*stage.heads, "ensemble"]
         return explain(
             self.model, images.to(self.device), display, labels, targets, out_dir,
             target_layer=self.spec.explain.target_layer, lesion_masks=masks,
-            ids=[str(self.data.val_ids[i]) for i in idx], class_names=self.data.class_names,
+            names=[Path(str(self.data.val_ids[i])).stem for i in idx], class_names=self.data.class_names,
         )

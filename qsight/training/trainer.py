@@ -12,12 +12,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from qsight.data.base import DataBundle
+from qsight.models.hybrid import HybridModel
 from qsight.spec import ExperimentSpec, StageConfig
 from qsight.training.checkpoints import CheckpointStore
 from qsight.training.feature_cache import FeatureDataset, compute_features
 from qsight.training.loop import StepContext, train_epoch
 from qsight.training.optim import make_optimizer, make_scheduler
-from qsight.training.parallel import DistInfo, ShardedBatchSampler, use_data_parallel
+from qsight.training.parallel import DataParallelOutput, DistInfo, ShardedBatchSampler, use_data_parallel
 from qsight.training.progress import ProgressReporter, SilentProgress
 from qsight.training.reporting import EpochReporter
 from qsight.training.seeding import derive_seed, rng_state, seed_everything, set_rng_state
@@ -29,7 +30,7 @@ log = logging.getLogger("qsight.training")
 class _FeatureForward(nn.Module):
     """Routes cached head inputs through the model (so DDP/DP wrap one forward)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: HybridModel) -> None:
         super().__init__()
         self.model = model
 
@@ -57,7 +58,7 @@ class Trainer:
         self,
         spec: ExperimentSpec,
         data: DataBundle,
-        model: nn.Module,
+        model: HybridModel,
         reporter: EpochReporter,
         checkpoints: CheckpointStore,
         *,
@@ -130,7 +131,7 @@ class Trainer:
             improved = early.update(metrics.get(stage.monitor))
             self.state.epoch += 1
             self.state.record_epoch(stage.name, epoch, metrics, improved)
-            done = self.state.epoch >= stage.epochs or early.stopped
+            done = self.state.epoch >= stage.epochs or early.stopped or self.dry_run
             self._save(optimizer, scheduler, scaler, early, best=improved, stage_end=stage.name if done else None)
             if self.dry_run:
                 break
@@ -181,9 +182,11 @@ class Trainer:
     def _cached_sets(self) -> tuple[FeatureDataset, FeatureDataset]:
         self.model.eval()
         bs = self.spec.train.eval_batch_size or self.spec.train.batch_size
-        kw = {"batch_size": bs, "device": self.device, "num_workers": self.spec.train.num_workers}
-        train = compute_features(self.model.features, self.data.train_plain, **kw)
-        val = compute_features(self.model.features, self.data.val, **kw)
+        workers = self.spec.train.num_workers
+        train = compute_features(self.model.features, self.data.train_plain, batch_size=bs,
+                                 device=self.device, num_workers=workers)
+        val = compute_features(self.model.features, self.data.val, batch_size=bs, device=self.device,
+                               num_workers=workers)
         return train, val
 
     def _wrap(self, plan: StagePlan) -> nn.Module:
@@ -192,9 +195,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
+            return DistributedDataParallel(net, device_ids=ids,
+                                           find_unused_parameters=self.model.has_unused_trainable())
         if plan.data_parallel:
-            return nn.DataParallel(net)
+            return DataParallelOutput(net)
         return net
 
     def _train_sampler(self, plan: StagePlan, epoch: int) -> ShardedBatchSampler:

@@ -1,0 +1,108 @@
+"""The quantum head: shapes, readouts, annealing, threads, and samplers agreeing on a step."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from qsight.quantum import QuantumHeadParams, quantum_head
+from qsight.quantum.head import QuantumHead
+
+
+def make(seed: int = 0, **kw: object) -> QuantumHead:
+    torch.manual_seed(seed)
+    head = quantum_head(QuantumHeadParams.model_validate({"qubits": 3, **kw}), 12, 5)
+    assert isinstance(head, QuantumHead)
+    return head
+
+
+@pytest.mark.parametrize("readout", ["probabilities", "expectations", "parity"])
+def test_logits_shape_and_gradients(readout: str) -> None:
+    head = make(readout=readout)
+    x = torch.randn(6, 12)
+    out = head(x)
+    assert out.shape == (6, 5) and out.dtype == torch.float32
+    out.sum().backward()
+    assert head.weights.grad is not None and head.weights.grad.abs().sum() > 0
+    assert head.proj.weight.grad is not None and head.proj.weight.grad.abs().sum() > 0
+
+
+def test_residual_branch_off_by_default() -> None:
+    assert make().residual is None
+    head = make(residual=True)
+    assert isinstance(head.residual, nn.Linear) and head(torch.randn(2, 12)).shape == (2, 5)
+
+
+def test_anneal_noise_only_in_training() -> None:
+    head = make()
+    x = torch.randn(4, 12)
+    head.set_anneal(2.0, 0.5)
+    head.eval()
+    assert torch.equal(head(x), head(x))
+    head.train()
+    assert not torch.equal(head(x), head(x))
+    head.set_anneal(2.0, 0.0)
+    cold = head(x)
+    head.set_anneal(0.5, 0.0)
+    assert not torch.allclose(cold, head(x))  # temperature changes the angles
+    with pytest.raises(ValueError):
+        head.set_anneal(0.0, 0.1)
+
+
+def test_describe_names_sampler_and_circuit() -> None:
+    d = make().describe()
+    assert d["sampler"] == "torch-exact" and d["circuit"]["qubits"] == 3  # type: ignore[index]
+
+
+def test_threads_give_serial_results_bit_for_bit() -> None:
+    head = make(qubits=4).eval()
+    inputs = [torch.randn(8, 12, generator=torch.Generator().manual_seed(i)) for i in range(200)]
+    with torch.no_grad():
+        serial = [head(x) for x in inputs]
+    results: list[torch.Tensor | None] = [None] * len(inputs)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            with torch.no_grad():
+                for i in range(t, len(inputs), 8):  # 8 threads × 25 calls
+                    results[i] = head(inputs[i])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert all(r is not None and torch.equal(r, s) for r, s in zip(results, serial, strict=True))
+
+
+def test_statevector_and_torch_exact_training_steps_agree() -> None:
+    exact = make(qubits=2, reps=1, feature_map_reps=1)
+    ref = make(qubits=2, reps=1, feature_map_reps=1, sampler={"type": "statevector"})
+    for name in ("norm", "proj", "readout"):
+        getattr(ref, name).load_state_dict(getattr(exact, name).state_dict())
+    with torch.no_grad():
+        ref.weights.copy_(exact.weights)
+    x, y = torch.randn(4, 12), torch.tensor([0, 1, 4, 2])
+    losses, grads = [], []
+    for head in (exact, ref):
+        loss = nn.functional.cross_entropy(head(x), y)
+        loss.backward()  # type: ignore[no-untyped-call]
+        losses.append(loss.item())
+        grads.append(torch.cat([head.weights.grad.flatten(), head.proj.weight.grad.flatten()]))  # type: ignore[union-attr]
+    assert abs(losses[0] - losses[1]) <= 1e-6
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors() -> None:  # pragma: no cover - GPU machines only
+    head = make().cuda()
+    out = head(torch.randn(4, 12, device="cuda"))
+    out.sum().backward()
+    assert out.device.type == "cuda" and head.weights.grad is not None

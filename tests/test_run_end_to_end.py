@@ -1,0 +1,102 @@
+"""Whole runs: the run-folder contract, frozen modules, determinism, dry runs, NaN stops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.runs import cli, summary, tiny_spec, val_metrics
+
+HEADS = ("global", "compressed", "quantum")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full smoke run with every sink, shared by the contract tests."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    run_dir = tmp / "run"
+    res = cli("run", str(tiny_spec(tmp, sinks=True, name="smoke")), "--run-dir", str(run_dir),
+              env={"WANDB_MODE": "offline"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir
+
+
+def test_run_folder_contract(smoke_run: Path) -> None:
+    for name in ("spec.toml", "environment.json", "metrics.jsonl", "summary.json"):
+        assert (smoke_run / name).is_file(), name
+    for name in ("last.pt", "best.pt", "stage-classical.pt", "stage-quantum.pt", "stage-ensemble.pt"):
+        ck = torch.load(smoke_run / "checkpoints" / name, weights_only=False)
+        assert {"model", "stage", "epoch"} <= set(ck)
+    data = summary(smoke_run)
+    assert data["status"] == "completed"
+    assert data["sinks"] == {"local": "ok", "wandb": "ok", "mlflow": "ok"}
+    assert [s["name"] for s in data["stages"]] == ["classical", "quantum", "ensemble"]
+    assert {f"val/{h}/qwk" for h in (*HEADS, "ensemble")} <= set(data["final"])
+    lines = [json.loads(x) for x in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    assert all({"stage", "epoch", "step"} <= set(line) for line in lines)
+    env = json.loads((smoke_run / "environment.json").read_text())
+    assert "torch" in json.dumps(env) and "quantum" in json.dumps(env)
+
+
+def test_every_validation_epoch_writes_artifacts(smoke_run: Path) -> None:
+    vis = smoke_run / "visualizations"
+    epochs = {"classical": 1, "quantum": 2, "ensemble": 1}
+    active = {"classical": ("global", "compressed"), "quantum": ("quantum",), "ensemble": HEADS}
+    for stage, n in epochs.items():
+        for e in range(1, n + 1):
+            folder = vis / stage / f"epoch_{e:02d}"
+            assert (folder / "confidence.csv").is_file()
+            for head in (*active[stage], "ensemble"):
+                assert (folder / f"confusion_{head}.png").is_file()
+                assert (folder / f"confusion_{head}.csv").is_file()
+            cams = list((folder / "gradcam").glob("*_overlay*.png"))
+            assert cams and (folder / "gradcam" / "collage.png").is_file()
+
+
+def test_frozen_modules_stay_bit_identical_across_stages(smoke_run: Path) -> None:
+    """Failure 3: a parameter outside a stage's `train` never changes."""
+    ck = {s: torch.load(smoke_run / "checkpoints" / f"stage-{s}.pt", weights_only=False)["model"]
+          for s in ("classical", "quantum", "ensemble")}
+    for before, after, trained in (("classical", "quantum", "heads.quantum."), ("quantum", "ensemble", "combiner.")):
+        changed = {k for k in ck[before] if not torch.equal(ck[before][k], ck[after][k])}
+        assert changed, f"stage {after} trained nothing"
+        assert all(k.startswith(trained) for k in changed), sorted(changed)
+
+
+def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
+    spec = tiny_spec(tmp_path, stages__1__epochs=1)
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for r in runs:
+        res = cli("run", str(spec), "--run-dir", str(r))
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert val_metrics(runs[0]) == val_metrics(runs[1])
+
+
+def test_dry_run_touches_every_stage_head_and_gradcam(tmp_path: Path) -> None:
+    run_dir = tmp_path / "dry"
+    res = cli("run", str(tiny_spec(tmp_path)), "--run-dir", str(run_dir), "--dry-run")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [s["name"] for s in summary(run_dir)["stages"]] == ["classical", "quantum", "ensemble"]
+    assert list((run_dir / "visualizations" / "quantum").glob("epoch_01/gradcam/collage.png"))
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "nan"
+    spec = tiny_spec(tmp_path, stages__1__optimizer="sgd", stages__1__lr=1e30)
+    res = cli("run", str(spec), "--run-dir", str(run_dir))
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "non-finite loss" in res.stderr and "Traceback" not in res.stderr
+    data = summary(run_dir)
+    assert data["status"] == "failed" and "non-finite" in data["message"]
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert (run_dir / "checkpoints" / "stage-classical.pt").is_file()
+
+
+def test_run_dir_that_holds_a_run_is_refused(smoke_run: Path, tmp_path: Path) -> None:
+    res = cli("run", str(tiny_spec(tmp_path)), "--run-dir", str(smoke_run))
+    assert res.returncode == 2 and "not empty" in res.stderr
+    assert summary(smoke_run)["status"] == "completed"  # nothing already written is lost
