@@ -54,3 +54,42 @@ def summary(run_dir: Path) -> dict[str, Any]:
 
 def val_metrics(run_dir: Path) -> dict[str, float]:
     return {k: v for k, v in summary(run_dir)["final"].items() if k.startswith("val/")}
+
+
+NAN_PLUGIN = """
+import torch
+from pydantic import Field
+from qsight.components import HEADS
+from qsight.models.params import HeadParams
+
+
+class NanAfterParams(HeadParams):
+    after: int = Field(2, ge=0, description="training calls before the logits turn NaN")
+
+
+class NanAfter(torch.nn.Module):
+    def __init__(self, p, in_dim, num_classes):
+        super().__init__()
+        self.linear, self.after, self.calls = torch.nn.Linear(in_dim, num_classes), p.after, 0
+
+    def forward(self, x):
+        self.calls += int(self.training)
+        out = self.linear(x)
+        return out * float("nan") if self.calls > self.after else out
+
+
+def register():
+    HEADS.add("nan-after", NanAfter, params=NanAfterParams, summary="turns NaN after some training calls")
+"""
+
+
+def install_nan_plugin(root: Path) -> dict[str, str]:
+    """A real plugin distribution (dist-info + entry point); returns the env that puts it on the path."""
+    pkg = root / "qsight_nan_plugin"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(NAN_PLUGIN)
+    info = root / "qsight_nan_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qsight-nan-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[qsight.components]\nnan = qsight_nan_plugin:register\n")
+    return {"PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.runs import cli, summary, tiny_spec, val_metrics
+from tests.runs import cli, install_nan_plugin, summary, tiny_spec, val_metrics
 
 HEADS = ("global", "compressed", "quantum")
 
@@ -84,9 +84,11 @@ def test_dry_run_touches_every_stage_head_and_gradcam(tmp_path: Path) -> None:
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    """A plugin head whose logits turn NaN in the quantum stage: exit 1, stage 1 kept."""
     run_dir = tmp_path / "nan"
-    spec = tiny_spec(tmp_path, stages__1__optimizer="sgd", stages__1__lr=1e30)
-    res = cli("run", str(spec), "--run-dir", str(run_dir))
+    env = install_nan_plugin(tmp_path / "plugin")
+    spec = tiny_spec(tmp_path, model__heads__quantum={"type": "nan-after", "input": "neck", "after": 2})
+    res = cli("run", str(spec), "--run-dir", str(run_dir), env=env)
     assert res.returncode == 1, res.stderr[-2000:]
     assert "non-finite loss" in res.stderr and "Traceback" not in res.stderr
     data = summary(run_dir)

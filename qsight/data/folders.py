@@ -42,6 +42,8 @@ def image_folder_dataset(params: ImageFolderParams, ctx: DataContext) -> DataBun
     root = require_dir(Path(params.root).expanduser(), "dataset root")
     folders = class_folders(root, params.classes, exclude=params.val_dir)
     names = params.class_names or folders
+    if len(names) != len(folders):
+        raise DataError(f"{root}: {len(folders)} class folders ({', '.join(folders)}) but {len(names)} class_names")
     skipped: list[str] = []
     samples = check_samples(folder_samples(root, folders, params.extensions), params, root, skipped)
     require_all_classes(samples, names, str(root))
