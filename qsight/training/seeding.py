@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 def derive_seed(seed: int, *parts: int) -> int:
@@ -52,3 +55,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class PerSampleSeed(Dataset[T_co]):
+    """Draws each item's augmentation from its own seed (run seed, stage, epoch, index).
+
+    A sample is augmented the same way whichever process, worker or batch
+    position loads it, so DDP and single-process runs see identical batches and a
+    resumed epoch repeats exactly. The global RNG stream is left untouched.
+    """
+
+    def __init__(self, dataset: Dataset[T_co], *seed_parts: int) -> None:
+        self.dataset, self.seed_parts = dataset, seed_parts
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> T_co:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(*self.seed_parts, index))
+            return self.dataset[index]

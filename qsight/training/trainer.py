@@ -21,7 +21,7 @@ from qsight.training.optim import make_optimizer, make_scheduler
 from qsight.training.parallel import DataParallelOutput, DistInfo, ShardedBatchSampler, use_data_parallel
 from qsight.training.progress import ProgressReporter, SilentProgress
 from qsight.training.reporting import EpochReporter
-from qsight.training.seeding import derive_seed, rng_state, seed_everything, set_rng_state
+from qsight.training.seeding import PerSampleSeed, derive_seed, rng_state, seed_everything, set_rng_state
 from qsight.training.state import EarlyStopping, RunState
 
 log = logging.getLogger("qsight.training")
@@ -139,7 +139,8 @@ class Trainer:
 
     def _train_one_epoch(self, plan: StagePlan, net: nn.Module, ctx: StepContext, epoch: int) -> Any:
         sampler = self._train_sampler(plan, epoch)
-        loader = self._loader(plan.train_set, sampler)
+        dataset = plan.train_set if plan.cached else PerSampleSeed(plan.train_set, self.spec.seed, plan.index, epoch)
+        loader = self._loader(dataset, sampler)
         limit = self._limit()
         self.progress.start_epoch(plan.stage.name, epoch, plan.stage.epochs, min(len(sampler), limit or len(sampler)))
         model = self.model
