@@ -103,8 +103,14 @@ def test_string_labels_name_the_classes(tmp_path: Path) -> None:
         lines.append(f"a{i}.png,{'healthy' if i % 2 else 'dr'}")
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
     b = _build(
-        "csv", tmp_path, root=str(tmp_path), csv="labels.csv", image_dir="imgs", id_column="file",
-        label_column="grade", val_fraction=0.25,
+        "csv",
+        tmp_path,
+        root=str(tmp_path),
+        csv="labels.csv",
+        image_dir="imgs",
+        id_column="file",
+        label_column="grade",
+        val_fraction=0.25,
     )
     assert b.class_names == ("dr", "healthy")
     assert sorted(b.val_labels) == [0, 1]
@@ -160,7 +166,7 @@ def test_bad_images_raise_naming_row_and_file(tmp_path: Path) -> None:
 
 
 def test_skip_mode_skips_and_lists_bad_items(tmp_path: Path) -> None:
-    _aptos(tmp_path, APTOS_LABELS + [7])  # the last row's label is outside the classes
+    _aptos(tmp_path, [*APTOS_LABELS, 7])  # the last row's label is outside the classes
     _break_aptos(tmp_path)
     b = _build("csv", tmp_path, root=str(tmp_path), class_names=("a", "b", "c", "d", "e"), on_bad_image="skip")
     assert len(b.skipped) == 4
@@ -170,7 +176,7 @@ def test_skip_mode_skips_and_lists_bad_items(tmp_path: Path) -> None:
 
 
 def test_label_outside_class_list_raises(tmp_path: Path) -> None:
-    _aptos(tmp_path, APTOS_LABELS + [5])
+    _aptos(tmp_path, [*APTOS_LABELS, 5])
     msg = _message(lambda: _build("csv", tmp_path, root=str(tmp_path), class_names=("a", "b", "c", "d", "e")))
     assert msg.startswith("train.csv row 32: label '5'")
 
@@ -199,4 +205,4 @@ def test_registered_params_validate() -> None:
     assert CsvParams(root="r").id_column == "id_code"
     assert ImageFolderParams(root="r").classes is None
     with pytest.raises(ValueError):
-        ImageFolderParams(root="r", classes=("a", "b"), class_names=("x",  "y", "z"))
+        ImageFolderParams(root="r", classes=("a", "b"), class_names=("x", "y", "z"))

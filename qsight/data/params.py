@@ -24,6 +24,12 @@ class AugmentParams(Params):
     hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip (left/right eye)")
     vflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of a vertical flip")
     rotation: float = Field(15.0, ge=0.0, le=180.0, description="max rotation in degrees (uniform ±)")
+    geometric_p: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="probability of the resampling steps (crop, rotation); the rest keep eval sharpness",
+    )
     crop_scale: tuple[float, float] = Field(
         (0.85, 1.0), description="random resized crop: area fraction range (1, 1 disables)"
     )

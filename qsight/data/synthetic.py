@@ -67,7 +67,7 @@ def _camera(rng: np.random.Generator, rgb: F32, r2: F32, alpha: F32, difficulty:
     sigma = (rng.uniform(0.0, 1.0 * d) if rng.random() < 0.6 else 0.0) * size / 128.0 + extra_blur
     if sigma > 0.05:
         rgb[:] = blur(rgb, sigma)
-    noise = float(rng.uniform(0.004, 0.004 + 0.02 * d))
+    noise = float(rng.uniform(0.002, 0.002 + 0.01 * d))
     grain = rng.standard_normal((size, size), dtype=np.float32) * noise
     rgb *= alpha[None]
     rgb += (grain + 0.012)[None]

@@ -53,14 +53,19 @@ def train_transform(
     """Fit to ``size``, then fundus-safe augmentation (crop, flips, rotation, colour jitter), normalise."""
     steps = fit_transform(size, resize)
     if aug.enabled:
+        # resampling blurs small images; applied to only part of the samples so the model also
+        # sees images as sharp as the (never resampled) evaluation images
+        geometric: list[Any] = []
         if aug.crop_scale != (1.0, 1.0):
-            steps.append(T.RandomResizedCrop(size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True))
+            geometric.append(T.RandomResizedCrop(size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True))
+        if aug.rotation > 0:
+            geometric.append(T.RandomRotation(aug.rotation, interpolation=InterpolationMode.BILINEAR, fill=0))
+        if geometric and aug.geometric_p > 0:
+            steps.append(T.RandomApply(geometric, p=aug.geometric_p))
         if aug.hflip > 0:
             steps.append(T.RandomHorizontalFlip(aug.hflip))
         if aug.vflip > 0:
             steps.append(T.RandomVerticalFlip(aug.vflip))
-        if aug.rotation > 0:
-            steps.append(T.RandomRotation(aug.rotation, interpolation=InterpolationMode.BILINEAR, fill=0))
         if max(aug.brightness, aug.contrast, aug.saturation, aug.hue) > 0:
             steps.append(T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue))
     return T.Compose(steps + _finish(mean, std))  # type: ignore[no-any-return]
