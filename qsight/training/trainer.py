@@ -230,6 +230,7 @@ class Trainer:
     def _anneal(self, stage: StageConfig, epoch: int) -> None:
         a = stage.anneal
         if a is None:
+            self.model.set_anneal(1.0, 0.0)  # no schedule: plain angles, never a stale temperature
             return
         t = epoch / max(1, stage.epochs - 1)
         self.model.set_anneal(a.start_temp + t * (a.end_temp - a.start_temp),
