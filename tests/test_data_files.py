@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -19,6 +19,10 @@ from qsight.errors import DataError
 SIZE = 24
 
 
+def _n(ds: object) -> int:
+    return len(cast(Sized, ds))
+
+
 def _write_image(path: Path, value: int, fmt: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(value)
@@ -28,7 +32,7 @@ def _write_image(path: Path, value: int, fmt: str | None = None) -> None:
 
 def _build(kind: str, tmp: Path, **params: Any) -> DataBundle:
     entry = DATASETS.get(kind)
-    p = entry.params(image_size=SIZE, **params)
+    p = entry.params.model_validate({"image_size": SIZE, **params})
     return entry.build(p, DataContext(seed=0, cache_dir=tmp / "cache"))
 
 
@@ -57,7 +61,7 @@ def test_aptos_layout_loads_with_stratified_split(tmp_path: Path) -> None:
     b = _build("csv", tmp_path, root=str(tmp_path), val_fraction=0.2)
     assert b.class_names == ("0", "1", "2", "3", "4")
     assert np.bincount(b.val_labels, minlength=5).tolist() == [2, 1, 1, 1, 1]
-    assert len(b.train) + len(b.val) == 30
+    assert _n(b.train) + _n(b.val) == 30
     assert not set(b.val_ids) & {str(s.path) for s in b.train.samples}  # type: ignore[attr-defined]
     x, y = b.train[0]
     assert x.shape == (3, SIZE, SIZE) and x.dtype == torch.float32 and isinstance(y, int)
@@ -92,7 +96,7 @@ def test_eyepacs_layout_with_names_and_validation_csv(tmp_path: Path) -> None:
         val_csv="val.csv",
     )
     assert b.class_names == ("none", "mild", "moderate") and b.num_classes == 3
-    assert len(b.train) == 6 and list(b.val_labels) == [0, 1, 2]
+    assert _n(b.train) == 6 and list(b.val_labels) == [0, 1, 2]
     assert b.val[2][0].shape == (3, SIZE, SIZE)
 
 
@@ -128,7 +132,7 @@ def test_image_folder_sorted_explicit_and_val_dir(tmp_path: Path) -> None:
     _folders(tmp_path / "data" / "val", {"severe": 1, "none": 1, "mild": 2})
     d = _build("image-folder", tmp_path, root=str(tmp_path / "data"), val_dir="val")
     assert d.class_names == ("mild", "none", "severe")  # the validation folder is not a class
-    assert len(d.train) == 12 and sorted(d.val_labels) == [0, 0, 1, 2]
+    assert _n(d.train) == 12 and sorted(d.val_labels) == [0, 0, 1, 2]
 
 
 def _message(fn: Callable[[], object]) -> str:
@@ -172,7 +176,7 @@ def test_skip_mode_skips_and_lists_bad_items(tmp_path: Path) -> None:
     assert len(b.skipped) == 4
     assert {s.split(":")[0] for s in b.skipped} == {f"train.csv row {r}" for r in (2, 3, 4, 32)}
     assert any(s.startswith("train.csv row 32: label '7'") for s in b.skipped)
-    assert len(b.train) + len(b.val) == 27
+    assert _n(b.train) + _n(b.val) == 27
 
 
 def test_label_outside_class_list_raises(tmp_path: Path) -> None:
@@ -189,7 +193,7 @@ def test_truncated_jpeg_is_caught_by_the_header_check(tmp_path: Path) -> None:
     msg = _message(lambda: _build("image-folder", tmp_path, root=str(tmp_path)))
     assert "b/f004.jpg" in msg and "truncated" in msg
     b = _build("image-folder", tmp_path, root=str(tmp_path), on_bad_image="skip")
-    assert len(b.skipped) == 1 and len(b.train) + len(b.val) == 5
+    assert len(b.skipped) == 1 and _n(b.train) + _n(b.val) == 5
 
 
 def test_empty_class_raises(tmp_path: Path) -> None:

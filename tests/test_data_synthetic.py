@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from collections.abc import Sized
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -140,8 +142,9 @@ def test_bundle_contract(tmp_path: Path) -> None:
     params = SyntheticFundusParams(**SMALL, grades=(0, 3, 4), weighted_sampler=True)
     b = entry.build(params, DataContext(seed=2, cache_dir=tmp_path))
     assert b.class_names == ("no DR", "severe", "proliferative") and b.num_classes == 3
-    assert len(b.train) == len(b.train_plain) == len(b.train_labels) == 40
-    assert len(b.val) == len(b.val_labels) == len(b.val_ids) == 20
+    sizes = [len(cast(Sized, d)) for d in (b.train, b.train_plain, b.val)]
+    assert sizes == [40, 40, 20] and len(b.train_labels) == 40
+    assert len(b.val_labels) == len(b.val_ids) == 20
     assert b.weighted_sampler
     x, y = b.val[0]
     assert x.shape == (3, 48, 48) and x.dtype == torch.float32 and y == b.val_labels[0]
