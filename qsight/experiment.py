@@ -26,6 +26,7 @@ from qsight.training.reporting import EpochReporter
 from qsight.training.seeding import seed_everything, set_deterministic
 from qsight.training.state import RunState
 from qsight.training.trainer import Trainer
+from registry import component_type
 
 log = logging.getLogger("qsight")
 
@@ -42,7 +43,7 @@ def choose_device(asked: str, local_rank: int = 0) -> torch.device:
 def build_data(spec: ExperimentSpec) -> DataBundle:
     """The dataset component named by ``[data]``."""
     ctx = DataContext(seed=spec.seed, cache_dir=Path(spec.output.root) / "cache")
-    return DATASETS.get(str(spec.data.type)).build(spec.data, ctx)
+    return DATASETS.get(component_type(spec.data)).build(spec.data, ctx)
 
 
 def build_hybrid(spec: ExperimentSpec, num_classes: int, device: torch.device) -> HybridModel:

@@ -12,7 +12,7 @@ from registry.core import (
     unknown_message,
 )
 from registry.plugins import Plugin, PluginError, load_plugins
-from registry.schema import ComponentRef, tagged_model
+from registry.schema import ComponentRef, component_type, tagged_model
 
 __all__ = [
     "BUILTIN",
@@ -25,6 +25,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "UnknownComponentError",
+    "component_type",
     "load_plugins",
     "origin",
     "tagged_model",

@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from registry.core import Registry
 
 
+def component_type(params: Params, tag: str = "type") -> str:
+    """The component name a validated params object was tagged with (its ``type``)."""
+    name = getattr(params, tag, None)
+    if not isinstance(name, str):
+        raise TypeError(f"{type(params).__name__} carries no {tag!r}: it was not validated through a registry ref")
+    return name
+
+
 def tagged_model(entry: Entry[Any], tag: str = "type") -> type[Params]:
     """`entry.params` extended with a literal `tag` field naming the component."""
     literal: Any = Literal[entry.name]

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from qsight.quantum.base import QuantumSampler
 from qsight.quantum.circuits import CircuitSpec, build_circuit, readout_matrix, readout_width
 from qsight.quantum.params import QuantumHeadParams
+from registry import component_type
 
 
 class QuantumHead(nn.Module):
@@ -76,5 +77,5 @@ def build_head(p: QuantumHeadParams, in_dim: int, num_classes: int) -> QuantumHe
     """The head with its sampler built from ``p.sampler`` (a validated component table)."""
     from qsight.components import SAMPLERS
 
-    sampler = SAMPLERS.get(getattr(p.sampler, "type")).build(p.sampler)  # noqa: B009
+    sampler = SAMPLERS.get(component_type(p.sampler)).build(p.sampler)
     return QuantumHead(p, in_dim, num_classes, sampler)

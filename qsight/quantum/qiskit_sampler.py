@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from qsight.quantum.circuits import HeadCircuit
 
 
-class _LockedQNN(SamplerQNN):  # type: ignore[misc]
+class _LockedQNN(SamplerQNN):
     """A SamplerQNN whose forward and backward passes hold a lock (one sampler call at a time)."""
 
     def __init__(self, lock: threading.Lock, **kwargs: Any) -> None:

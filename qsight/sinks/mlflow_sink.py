@@ -165,7 +165,7 @@ class MlflowSink(BaseSink):
 
     def log_table(self, key: str, path: Path, step: int) -> None:
         """A CSV as an MLflow table artifact `tables/<key>_step<step>.json`."""
-        import pandas as pd  # type: ignore[import-untyped]
+        import pandas as pd
 
         frame = pd.read_csv(path)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)

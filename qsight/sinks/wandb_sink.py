@@ -79,7 +79,7 @@ class WandbSink(BaseSink):
 
     def log_table(self, key: str, path: Path, step: int) -> None:
         """A CSV as `wandb.Table`."""
-        import pandas as pd  # type: ignore[import-untyped]
+        import pandas as pd
         import wandb
 
         self.wandb_run.log({key: wandb.Table(dataframe=pd.read_csv(path))}, step=step)

@@ -23,6 +23,7 @@ from qsight.training.progress import ProgressReporter, SilentProgress
 from qsight.training.reporting import EpochReporter
 from qsight.training.seeding import PerSampleSeed, derive_seed, rng_state, seed_everything, set_rng_state
 from qsight.training.state import EarlyStopping, RunState
+from registry import component_type
 
 log = logging.getLogger("qsight.training")
 
@@ -74,8 +75,9 @@ class Trainer:
         self.dry_run = dry_run
         self.state = RunState()
         self.class_weights = self._class_weights()
-        self.quantum_heads = [n for n, h in spec.model.heads.items() if getattr(h, "type", "") == "quantum"]
+        self.quantum_heads = [n for n, h in spec.model.heads.items() if component_type(h) == "quantum"]
         self._resume: dict[str, Any] | None = None
+        self._feature_cache: tuple[FeatureDataset, FeatureDataset] | None = None
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -172,10 +174,14 @@ class Trainer:
         cached = bool(self.model.frozen_upstream(stage)) if cache == "auto" else bool(cache)
         gpus = torch.cuda.device_count() if self.device.type == "cuda" else 0
         dp = use_data_parallel(stage, self.quantum_heads, gpus) and not self.dist.distributed
+        if any(m in ("backbone", "neck") for m in stage.train):
+            self._feature_cache = None  # upstream changes in this stage: cached inputs go stale
         train_set: Dataset[Any] = self.data.train
         val_set: Dataset[Any] = self.data.val
         if cached:
-            train_set, val_set = self._cached_sets()
+            if self._feature_cache is None:  # reused by later stages while upstream stays frozen
+                self._feature_cache = self._cached_sets()
+            train_set, val_set = self._feature_cache
         notes = {"feature_cache": cached, "data_parallel": dp, "ddp": self.dist.distributed}
         log.info("stage %s: %s", stage.name, notes)
         return StagePlan(stage, index, cached, dp, train_set, val_set, notes)
