@@ -53,6 +53,7 @@ class StageConfig(_Strict):
     patience: int | None = Field(None, ge=1, description="early stopping: epochs without improvement")
     monitor: str = Field("val/ensemble/qwk", pattern=METRIC_PATTERN)
     monitor_mode: Literal["max", "min"] = "max"
+    restore_best: bool = Field(False, description="end the stage with the weights of its best epoch (by monitor)")
     loss_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     data_parallel: Literal["auto", "never", "force"] = "auto"
     cache_features: bool | Literal["auto"] = "auto"

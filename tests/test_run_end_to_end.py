@@ -66,6 +66,15 @@ def test_frozen_modules_stay_bit_identical_across_stages(smoke_run: Path) -> Non
         assert all(k.startswith(trained) for k in changed), sorted(changed)
 
 
+def test_restore_best_ends_the_stage_with_its_best_epoch(smoke_run: Path) -> None:
+    lines = [json.loads(x) for x in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    quantum = [r["val/quantum/qwk"] for r in lines if r["stage"] == "quantum" and "val/quantum/qwk" in r]
+    after = [r["val/quantum/qwk"] for r in lines if r["stage"] == "ensemble" and "val/quantum/qwk" in r]
+    assert len(quantum) == 2 and after
+    # the quantum head is frozen in the ensemble stage, so it shows the weights the stage ended with
+    assert after[0] == max(quantum) == summary(smoke_run)["stages"][1]["final"]["val/quantum/qwk"]
+
+
 def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
     spec = tiny_spec(tmp_path, stages__1__epochs=1)
     runs = [tmp_path / "a", tmp_path / "b"]

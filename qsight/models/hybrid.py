@@ -191,7 +191,7 @@ class HybridModel(nn.Module):
         logged[ENSEMBLE] = ensemble_nll(output.ensemble.detach(), labels, class_weights)
         return total, logged
 
-    def set_anneal(self, temperature: float, noise: float) -> list[str]:
+    def set_anneal(self, temperature: float | None, noise: float) -> list[str]:
         """Forward annealing to every head with a ``set_anneal`` method; returns their names."""
         annealed = []
         for name, head in self.heads.items():

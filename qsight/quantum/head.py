@@ -33,14 +33,20 @@ class QuantumHead(nn.Module):
         self.register_buffer("readout_map", None if r is None else torch.from_numpy(r).float(), persistent=False)
         self.readout = nn.Linear(readout_width(p.qubits, p.readout), num_classes)
         self.residual = nn.Linear(in_dim, num_classes) if p.residual else None
-        self.temperature, self.noise = 1.0, 0.0
+        # a buffer, so checkpoints, resumes and restored best epochs carry the temperature trained with
+        self.register_buffer("temperature", torch.tensor(1.0))
+        self.noise = 0.0
         self.n_inputs, self.n_weights = len(hc.inputs), len(hc.weights)
 
-    def set_anneal(self, temperature: float, noise: float) -> None:
-        """Angle temperature (> 0; higher is softer) and training-time angle noise (≥ 0)."""
-        if not temperature > 0 or not noise >= 0:
+    temperature: Tensor
+
+    def set_anneal(self, temperature: float | None, noise: float) -> None:
+        """Angle temperature (> 0; higher is softer; None keeps it) and training-time angle noise (≥ 0)."""
+        if (temperature is not None and not temperature > 0) or not noise >= 0:
             raise ValueError(f"set_anneal needs temperature > 0 and noise ≥ 0, got {temperature}, {noise}")
-        self.temperature, self.noise = float(temperature), float(noise)
+        if temperature is not None:
+            self.temperature.fill_(float(temperature))
+        self.noise = float(noise)
 
     def angles(self, features: Tensor) -> Tensor:
         """The circuit's input angles (B, qubits)."""

@@ -134,6 +134,8 @@ class Trainer:
             self.state.epoch += 1
             self.state.record_epoch(stage.name, epoch, metrics, improved)
             done = self.state.epoch >= stage.epochs or early.stopped or self.dry_run
+            if done and stage.restore_best and not improved:
+                self._restore_best()
             self._save(optimizer, scheduler, scaler, early, best=improved, stage_end=stage.name if done else None)
             if self.dry_run:
                 break
@@ -236,7 +238,7 @@ class Trainer:
     def _anneal(self, stage: StageConfig, epoch: int) -> None:
         a = stage.anneal
         if a is None:
-            self.model.set_anneal(1.0, 0.0)  # no schedule: plain angles, never a stale temperature
+            self.model.set_anneal(None, 0.0)  # no schedule: keep the temperature trained with, no noise
             return
         t = epoch / max(1, stage.epochs - 1)
         self.model.set_anneal(a.start_temp + t * (a.end_temp - a.start_temp),
@@ -248,6 +250,13 @@ class Trainer:
         counts = torch.bincount(torch.as_tensor(list(self.data.train_labels)), minlength=self.data.num_classes)
         w = counts.sum() / (counts.clamp(min=1).double() * len(counts))
         return w.float().to(self.device)
+
+    def _restore_best(self) -> None:
+        """Reload the stage's best epoch (``best.pt``, written at least one epoch ago by rank 0)."""
+        best = torch.load(self.checkpoints.best, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(best["model"])
+        self.state.last = dict(self.state.best.get("metrics", self.state.last))
+        log.info("restored the best epoch %s of stage %s", self.state.best.get("epoch"), best.get("stage"))
 
     def _save(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, early: EarlyStopping,
               *, best: bool, stage_end: str | None) -> None:
