@@ -7,8 +7,7 @@ dataset is built or a heavy name below is first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qsight.components import DATASETS
 from qsight.data.base import DataBundle, DataContext
@@ -20,6 +19,7 @@ from qsight.data.params import (
     ImageFolderParams,
     SyntheticFundusParams,
 )
+from qsight.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from qsight.data.splits import class_weights, sample_weights, stratified_split, weighted_sampler
@@ -60,10 +60,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 @DATASETS.register(

@@ -7,10 +7,10 @@ and the heavy public names load on first access (PEP 562).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qsight.components import BACKBONES, HEADS
+from qsight.lazy import lazy_getattr
 from qsight.models.output import ModelOutput
 from qsight.models.params import (
     CombinerSpec,
@@ -69,10 +69,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 @BACKBONES.register("timm", params=TimmBackboneParams, summary="any timm model as a feature extractor")

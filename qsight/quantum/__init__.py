@@ -6,10 +6,10 @@ pydantic params; implementations load when a factory is called or a heavy name i
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qsight.components import HEADS, SAMPLERS
+from qsight.lazy import lazy_getattr
 from qsight.quantum.base import QuantumSampler
 from qsight.quantum.params import AerParams, QuantumHeadParams, StatevectorParams, TorchExactParams
 
@@ -44,10 +44,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: heavy names on first use
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 @SAMPLERS.register(
