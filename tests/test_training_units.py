@@ -102,3 +102,29 @@ def test_early_stopping_and_run_state_round_trip() -> None:
     state.stage_done("a", early_stopped=False)
     assert state.stage_index == 1 and state.epoch == 0 and state.best["epoch"] == 0
     assert RunState.from_dict(state.to_dict()) == state
+
+
+def test_feature_cache_gives_the_heads_the_outputs_of_the_full_model() -> None:
+    from qsight.models import build_model
+    from qsight.spec import ModelSpec, ensure_ready
+    from qsight.training.feature_cache import compute_features
+
+    ensure_ready()
+    spec = ModelSpec.model_validate({
+        "backbone": {"type": "tiny-cnn", "width": 4, "depth": 2},
+        "neck": {"dim": 3},
+        "heads": {"g": {"type": "linear"}, "q": {"type": "quantum", "input": "neck", "qubits": 2, "reps": 1}},
+    })
+    torch.manual_seed(0)
+    model = build_model(spec, num_classes=3).eval()
+    images = torch.randn(10, 3, 16, 16)
+    data = [(images[i], i % 3) for i in range(10)]
+    cached = compute_features(model.features, data, batch_size=4, device=torch.device("cpu"))  # type: ignore[arg-type]
+    feats, labels = cached.features, cached.labels
+    with torch.no_grad():
+        direct = model(images)
+        via_cache = model.forward_features(feats)
+    assert labels.tolist() == [i % 3 for i in range(10)]
+    for head in ("g", "q"):
+        assert torch.allclose(direct.heads[head], via_cache.heads[head], atol=1e-6)
+    assert torch.allclose(direct.ensemble, via_cache.ensemble, atol=1e-6)
