@@ -64,7 +64,8 @@ def save_collage(rows: Sequence[Sequence[Panel]], path: Path, title: str = "") -
     """A grid of panels, one row per sample."""
     n_rows = max(len(rows), 1)
     n_cols = max((len(r) for r in rows), default=1)
-    fig = Figure(figsize=(1.9 * n_cols, 2.0 * n_rows + 0.4), dpi=100)
+    height = 2.0 * n_rows + 0.4
+    fig = Figure(figsize=(1.9 * n_cols, height), dpi=100)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -73,7 +74,7 @@ def save_collage(rows: Sequence[Sequence[Panel]], path: Path, title: str = "") -
             _draw(axes[r][c], panel)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / height))  # keep the title clear of the first row
     fig.savefig(path)
     return path
 
