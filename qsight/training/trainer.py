@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,9 +155,12 @@ class Trainer:
             loss, parts = model.loss(out, y, self.class_weights)
             return loss, parts
 
+        started, seen = time.perf_counter(), [0]
+
         def on_step(i: int, values: dict[str, float], n: int) -> None:
             self.state.train_samples += n
-            self.progress.advance(values, 0.0)
+            seen[0] += n
+            self.progress.advance(values, seen[0] / max(time.perf_counter() - started, 1e-9))
             if (i + 1) % (self.spec.train.log_every * ctx.accumulation) == 0:
                 step_metrics = {f"train/{_head_key(k)}/loss": v for k, v in values.items()}
                 step_metrics["train/lr"] = float(ctx.optimizer.param_groups[0]["lr"])
