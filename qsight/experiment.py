@@ -6,6 +6,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ class Experiment:
         except Exception as exc:  # a crash in a component: record it, exit 1
             message = f"{type(exc).__name__}: {exc}"
             self._write_error(traceback.format_exc())
-        summary = self._summary(status, message, time.time() - started)
+        summary = self._summary(status, message, started)
         if self.sinks is not None:
             if status == "completed" and self.checkpoints.best.is_file():
                 self.sinks.log_artifact(self.checkpoints.best, "checkpoints")
@@ -128,7 +129,7 @@ class Experiment:
             raise pending
         return RunResult(self.run_dir, status, message, summary)
 
-    def _summary(self, status: str, message: str, seconds: float) -> dict[str, Any]:
+    def _summary(self, status: str, message: str, started: float) -> dict[str, Any]:
         state = self.trainer.state
         return {
             "status": status,
@@ -136,7 +137,8 @@ class Experiment:
             "best": state.best,
             "stages": state.stages,
             "message": message,
-            "seconds": round(seconds, 2),
+            "started": datetime.fromtimestamp(started, UTC).isoformat(),
+            "seconds": round(time.time() - started, 2),
             "global_step": state.global_step,
             "skipped_images": list(self.data.skipped),
             "class_names": list(self.data.class_names),

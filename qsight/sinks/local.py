@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from qsight.runs.folder import remove_lock, write_lock
 from qsight.sinks.base import BaseSink, RunInfo
 from qsight.sinks.environment import collect_environment
 
@@ -72,6 +73,7 @@ class LocalSink(BaseSink):
 
         self.run = run
         run.run_dir.mkdir(parents=True, exist_ok=True)
+        write_lock(run.run_dir)
         write_atomic(run.run_dir / "spec.toml", tomli_w.dumps(drop_none(run.spec)))
         self.write_environment({})
         self._metrics = (run.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
@@ -119,6 +121,7 @@ class LocalSink(BaseSink):
             self._metrics.close()
             self._metrics = None
         self.write_summary(status, summary)
+        remove_lock(self.run_dir)
 
     def write_summary(self, status: str, summary: Mapping[str, Any]) -> None:
         """summary.json: status, final, best, stages, sinks, then any other keys given."""

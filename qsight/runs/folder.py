@@ -1,0 +1,250 @@
+"""Reading run folders: status, timing, metrics, spec and per-stage epochs of one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from qsight.errors import BadInputError
+
+LOCK = "run.lock"
+STATUSES = ("running", "completed", "failed", "interrupted")
+DEFAULT_MONITOR = ("val/ensemble/qwk", "max")
+
+
+def write_lock(run_dir: Path) -> None:
+    """Mark a run as in progress: ``run.lock`` holds the pid, host and start time."""
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(UTC).isoformat()}
+    (run_dir / LOCK).write_text(json.dumps(info) + "\n", encoding="utf-8")
+
+
+def remove_lock(run_dir: Path) -> None:
+    """The run has ended (whatever its status)."""
+    (run_dir / LOCK).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class StageEpochs:
+    """One stage's validation epochs (counted from 1) and which of them was best by its monitor."""
+
+    name: str
+    epochs: tuple[int, ...]
+    best: int | None
+    monitor: str
+
+    @property
+    def last(self) -> int | None:
+        return self.epochs[-1] if self.epochs else None
+
+
+class RunFolder:
+    """A run folder (``<root>/runs/<experiment>/<run-id>``), read lazily and never written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def experiment(self) -> str:
+        name = self.spec.get("name")
+        return str(name) if name else self.path.parent.name
+
+    @cached_property
+    def summary(self) -> dict[str, Any] | None:
+        return _read_json(self.path / "summary.json")
+
+    @cached_property
+    def environment(self) -> dict[str, Any]:
+        return _read_json(self.path / "environment.json") or {}
+
+    @cached_property
+    def lock(self) -> dict[str, Any] | None:
+        return _read_json(self.path / LOCK)
+
+    @cached_property
+    def spec(self) -> dict[str, Any]:
+        try:
+            return tomllib.loads((self.path / "spec.toml").read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+
+    @cached_property
+    def metrics(self) -> list[dict[str, Any]]:
+        """The lines of metrics.jsonl (a line cut short by a kill is skipped)."""
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    @property
+    def status(self) -> str:
+        """running (a live process holds the lock), completed, failed or interrupted.
+
+        A lock left by a process that is gone means the run was killed: interrupted.
+        """
+        lock = self.lock
+        if lock is not None:
+            same_host = lock.get("host") == socket.gethostname()
+            if not same_host or _alive(int(lock.get("pid", -1))):
+                return "running"
+            return "interrupted"
+        status = (self.summary or {}).get("status")
+        return str(status) if status in STATUSES else "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        """Completed or failed: nothing will resume it, so it may be pruned."""
+        return self.status in ("completed", "failed")
+
+    @property
+    def started(self) -> datetime | None:
+        """When the run started (its lock, its summary, else spec.toml's time)."""
+        for source in (self.lock, self.summary):
+            stamp = (source or {}).get("started")
+            if isinstance(stamp, str):
+                try:
+                    return datetime.fromisoformat(stamp)
+                except ValueError:
+                    pass
+        spec = self.path / "spec.toml"
+        return datetime.fromtimestamp(spec.stat().st_mtime, UTC) if spec.is_file() else None
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the (last attempt of the) run, from summary.json."""
+        value = (self.summary or {}).get("seconds")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The final validation metrics (summary.json, else the last metrics line)."""
+        final = (self.summary or {}).get("final")
+        if isinstance(final, dict) and final:
+            return {k: v for k, v in final.items() if isinstance(v, int | float)}
+        for row in reversed(self.metrics):
+            if any(k.startswith("val/") for k in row):
+                return {k: v for k, v in row.items() if "/" in k and isinstance(v, int | float)}
+        return {}
+
+    def stage_epochs(self) -> list[StageEpochs]:
+        """Per stage, in spec order: its validation epochs and the best one by the stage's monitor."""
+        out = []
+        for stage in self._stage_specs():
+            name = str(stage.get("name"))
+            monitor = str(stage.get("monitor", DEFAULT_MONITOR[0]))
+            sign = -1.0 if stage.get("monitor_mode", DEFAULT_MONITOR[1]) == "min" else 1.0
+            values: dict[int, float] = {}
+            for row in self.metrics:
+                if row.get("stage") == name and isinstance(row.get(monitor), int | float):
+                    values[int(row["epoch"])] = float(row[monitor])
+            epochs = sorted(values) or self._epoch_folders(name)
+            best = None
+            for e in sorted(values):  # strict improvement: the first best epoch wins, as in training
+                if best is None or sign * values[e] > sign * values[best]:
+                    best = e
+            out.append(StageEpochs(name, tuple(epochs), best, monitor))
+        return out
+
+    def _stage_specs(self) -> list[dict[str, Any]]:
+        stages = self.spec.get("stages")
+        if isinstance(stages, list) and stages:
+            return [s for s in stages if isinstance(s, dict)]
+        viz = self.path / "visualizations"
+        return [{"name": p.name} for p in sorted(viz.iterdir())] if viz.is_dir() else []
+
+    def _epoch_folders(self, stage: str) -> list[int]:
+        folder = self.path / "visualizations" / stage
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name[6:]) for p in folder.glob("epoch_*") if p.name[6:].isdigit())
+
+    def epoch_folder(self, stage: str, epoch: int) -> Path:
+        """``visualizations/<stage>/epoch_<NN>`` (epochs counted from 1)."""
+        return self.path / "visualizations" / stage / f"epoch_{epoch:02d}"
+
+    def size(self) -> int:
+        """Bytes on disk under the folder."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder holding a run's spec.toml."""
+    return (path / "spec.toml").is_file()
+
+
+def find_runs(root: Path) -> list[RunFolder]:
+    """Every run under a reports root (``<root>/runs/*/*``), newest first."""
+    if not root.is_dir():
+        raise BadInputError(f"--root {root}: no such folder")
+    base = root / "runs" if (root / "runs").is_dir() else root
+    found = [RunFolder(p) for p in _candidates(base) if is_run_folder(p)]
+    stamp = datetime.min.replace(tzinfo=UTC)
+    return sorted(found, key=lambda r: (r.started or stamp, r.run_id), reverse=True)
+
+
+def _candidates(base: Path) -> Iterator[Path]:
+    if is_run_folder(base):
+        yield base
+        return
+    for child in sorted(base.iterdir()):
+        if child.is_dir():
+            yield child
+            yield from (g for g in sorted(child.iterdir()) if g.is_dir())
+
+
+def open_run(ref: str, root: Path) -> RunFolder:
+    """A run named by its folder path, or by its run id (or a unique prefix of it) under `root`."""
+    path = Path(ref)
+    if path.is_dir():
+        if not is_run_folder(path):
+            raise BadInputError(f"{ref}: not a qsight run folder (no spec.toml)")
+        return RunFolder(path)
+    if not root.is_dir():
+        raise BadInputError(f"{ref}: no such run folder (and no reports root {root} to look in)")
+    matches = [r for r in find_runs(root) if r.run_id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise BadInputError(f"{ref}: no such run folder, and no run id under {root} starts with it")
+    names = ", ".join(r.run_id for r in matches[:5])
+    raise BadInputError(f"{ref}: ambiguous run id under {root} ({len(matches)} runs: {names}...)")
