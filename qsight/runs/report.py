@@ -1,0 +1,288 @@
+"""``qsight report RUN``: one self-contained static HTML page per run.
+
+Images are embedded as base64 data URIs and the style is inline, so the single file works when moved or
+mailed; a Content-Security-Policy forbids every network load. Everything read from the run folder is
+HTML-escaped. A partial run (no summary, metrics or visualizations) still gives a page that says what is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from qsight.runs.curves import learning_curves
+from qsight.runs.folder import RunFolder
+
+KEY_METRICS = ("qwk", "accuracy", "balanced_accuracy", "macro_f1", "referable_auc", "ece")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.5em 0; } th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+th { background: #f3f3f3; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+dl.facts { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; } dl.facts dt { font-weight: 600; }
+dl.facts dd { margin: 0; } pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; } img { max-width: 100%; }
+div.pair figure { width: 47%; }
+figcaption { font-size: 0.85em; color: #555; text-align: center; }
+.missing { color: #a15c00; font-style: italic; }
+.status-completed { color: #1a7f37; } .status-failed, .status-interrupted { color: #b42318; }
+"""
+
+
+def write_report(run: RunFolder, out: Path | None = None) -> Path:
+    """Write ``<run folder>/report.html`` (or `out`) and return its path."""
+    target = out if out is not None else run.path / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_report(run), encoding="utf-8")
+    return target
+
+
+def render_report(run: RunFolder) -> str:
+    """The page's HTML text."""
+    sections = (_header(run), _final_metrics(run), _best_epochs(run), _curves(run), _confusions(run),
+                _gradcam(run), _spec(run), _environment(run))
+    title = escape(f"{run.experiment} · {run.run_id}")
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(sections) + "\n</body>\n</html>\n")
+
+
+# ---- small HTML pieces ---------------------------------------------------------------------------------------------
+
+
+def _missing(text: str) -> str:
+    return f'<p class="missing">{escape(text)}</p>'
+
+
+def _facts(pairs: Iterable[tuple[str, str]]) -> str:
+    """A definition list; keys and values are escaped here."""
+    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in pairs)
+    return f'<dl class="facts">{items}</dl>'
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A table of plain text cells (escaped here); cells that parse as numbers are right-aligned."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_cell(c, first=i == 0) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(text: str, first: bool) -> str:
+    if first:
+        return f"<th>{escape(text)}</th>"
+    try:
+        float(text)
+    except ValueError:
+        return f"<td>{escape(text)}</td>"
+    return f'<td class="num">{escape(text)}</td>'
+
+
+def _image(data: bytes, alt: str, caption: str) -> str:
+    """A PNG as a data URI inside a captioned figure."""
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{escape(alt)}"><figcaption>{escape(caption)}</figcaption></figure>'
+
+
+def _png_file(path: Path, alt: str, caption: str) -> str:
+    """A PNG file embedded, or a note when it is unreadable or not a PNG."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return _missing(f"{path.name}: cannot be read")
+    if not data.startswith(PNG_SIGNATURE):
+        return _missing(f"{path.name}: not a PNG file")
+    return _image(data, alt, caption)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "–"
+
+
+# ---- sections ------------------------------------------------------------------------------------------------------
+
+
+def _header(run: RunFolder) -> str:
+    status = run.status
+    summary = run.summary or {}
+    pairs = [("experiment", run.experiment), ("run id", run.run_id), ("status", status),
+             ("started", _iso(run.started)),
+             ("duration", _duration(run.seconds)), ("classes", ", ".join(_class_names(run)) or "unknown"),
+             ("folder", str(run.path))]
+    description = run.spec.get("description")
+    if description:
+        pairs.insert(1, ("description", str(description)))
+    if summary.get("message"):
+        pairs.append(("message", str(summary["message"])))
+    absent = _absent_files(run)
+    note = _missing("Missing from the run folder: " + ", ".join(absent) + ".") if absent else ""
+    return (f'<h1>{escape(run.experiment)} <small class="status-{escape(status)}">{escape(status)}</small></h1>\n'
+            + _facts(pairs) + note)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown (no summary.json)"
+    minutes, secs = divmod(seconds, 60.0)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f} ({seconds:.1f} s)"
+
+
+def _class_names(run: RunFolder) -> list[str]:
+    """From summary.json, else from the header of any confusion CSV."""
+    names = (run.summary or {}).get("class_names")
+    if isinstance(names, list) and names:
+        return [str(n) for n in names]
+    for _, _, folder in reversed(_epoch_dirs(run)):
+        for path in sorted(folder.glob("confusion_*.csv")):
+            try:
+                with path.open(newline="", encoding="utf-8") as handle:
+                    return next(csv.reader(handle))[1:]
+            except (OSError, StopIteration, csv.Error, UnicodeDecodeError):
+                continue
+    return []
+
+
+def _absent_files(run: RunFolder) -> list[str]:
+    wanted = ("spec.toml", "summary.json", "metrics.jsonl", "environment.json", "visualizations")
+    return [name for name in wanted if not (run.path / name).exists()]
+
+
+def _final_metrics(run: RunFolder) -> str:
+    final = run.final
+    heads = _heads(final)
+    if not heads:
+        return "<h2>Final metrics</h2>\n" + _missing("No validation metrics were logged.")
+    columns = [m for m in KEY_METRICS if any(f"val/{h}/{m}" in final for h in heads)]
+    rows = [[head, *(_number(final.get(f"val/{head}/{m}")) for m in columns)] for head in heads]
+    source = "summary.json" if run.summary and run.summary.get("final") else "the last logged epoch (no summary.json)"
+    return (f"<h2>Final metrics</h2>\n<p>Validation, from {escape(source)}.</p>\n"
+            + _table(["head", *columns], rows))
+
+
+def _heads(metrics: Mapping[str, Any]) -> list[str]:
+    """Heads with a ``val/<head>/<metric>`` entry, in order of appearance."""
+    found: dict[str, None] = {}
+    for key in metrics:
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "val":
+            found.setdefault(parts[1], None)
+    return list(found)
+
+
+def _best_epochs(run: RunFolder) -> str:
+    stages = run.stage_epochs()
+    rows = [[s.name, str(len(s.epochs)), str(s.best) if s.best is not None else "–", s.monitor,
+             _number(_metric_at(run, s.name, s.best, s.monitor))] for s in stages]
+    parts = ["<h2>Best epochs</h2>"]
+    best = (run.summary or {}).get("best")
+    if isinstance(best, dict) and "stage" in best:
+        epoch = best.get("epoch")
+        shown = str(epoch + 1) if isinstance(epoch, int) else "?"  # RunState counts epochs from 0
+        parts.append(f"<p>best.pt holds stage <b>{escape(str(best['stage']))}</b>, epoch {escape(shown)}.</p>")
+    parts.append(_table(["stage", "epochs", "best epoch", "monitor", "value"], rows) if rows
+                 else _missing("No stages found (spec.toml has none and there are no visualizations)."))
+    return "\n".join(parts)
+
+
+def _metric_at(run: RunFolder, stage: str, epoch: int | None, key: str) -> Any:
+    for row in reversed(run.metrics):
+        if row.get("stage") == stage and row.get("epoch") == epoch and key in row:
+            return row[key]
+    return None
+
+
+def _curves(run: RunFolder) -> str:
+    png = learning_curves(run.metrics)
+    body = (_image(png, "learning curves", "per head; dashed lines mark stage boundaries") if png
+            else _missing("No epochs in metrics.jsonl: no learning curves."))
+    return "<h2>Learning curves</h2>\n" + body
+
+
+def _epoch_dirs(run: RunFolder) -> list[tuple[str, int, Path]]:
+    """Every ``visualizations/<stage>/epoch_<NN>`` folder, stages in spec order (others after), epochs ascending."""
+    root = run.path / "visualizations"
+    if not root.is_dir():
+        return []
+    order = [s.name for s in run.stage_epochs()]
+    stages = [p for p in root.iterdir() if p.is_dir()]
+    stages.sort(key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
+    found = []
+    for stage in stages:
+        for folder in stage.glob("epoch_*"):
+            if folder.is_dir() and folder.name[6:].isdigit():
+                found.append((stage.name, int(folder.name[6:]), folder))
+    return sorted(found, key=lambda item: (stages.index(item[2].parent), item[1]))
+
+
+def _confusions(run: RunFolder) -> str:
+    """Each head's latest confusion matrix (heads trained in an earlier stage keep their last one)."""
+    latest: dict[str, tuple[str, Path]] = {}
+    for stage, epoch, folder in _epoch_dirs(run):
+        for path in sorted(folder.glob("confusion_*.png")):
+            latest[path.stem.removeprefix("confusion_")] = (f"{stage}, epoch {epoch}", path)
+    if not latest:
+        return "<h2>Confusion matrices</h2>\n" + _missing("No confusion matrices in visualizations/.")
+    order = _heads(run.final)
+    heads = sorted(latest, key=lambda h: (order.index(h) if h in order else len(order), h))
+    figures = [_png_file(latest[h][1], f"confusion matrix of {h}", f"{h} ({latest[h][0]})") for h in heads]
+    return '<h2>Confusion matrices</h2>\n<div class="pair">' + "".join(figures) + "</div>"
+
+
+def _gradcam(run: RunFolder) -> str:
+    for stage, epoch, folder in reversed(_epoch_dirs(run)):
+        collage = folder / "gradcam" / "collage.png"
+        if collage.is_file():
+            return "<h2>Grad-CAM</h2>\n" + _png_file(collage, "Grad-CAM collage", f"{stage}, epoch {epoch}")
+    return "<h2>Grad-CAM</h2>\n" + _missing("No Grad-CAM collage in visualizations/.")
+
+
+def _spec(run: RunFolder) -> str:
+    try:
+        text = (run.path / "spec.toml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "<h2>Spec</h2>\n" + _missing("No spec.toml.")
+    return f"<h2>Spec</h2>\n<pre>{escape(text)}</pre>"
+
+
+def _environment(run: RunFolder) -> str:
+    env = run.environment
+    if not env:
+        return "<h2>Environment</h2>\n" + _missing("No environment.json.")
+    packages = env.get("packages")
+    parts = ["<h2>Environment</h2>", _facts(_env_facts(env))]
+    if isinstance(packages, dict) and packages:
+        parts.append(_table(["package", "version"], [[str(k), str(v)] for k, v in packages.items()]))
+    full = json.dumps(env, indent=2, sort_keys=True, default=str)
+    parts.append(f"<details><summary>environment.json</summary><pre>{escape(full)}</pre></details>")
+    return "\n".join(parts)
+
+
+def _env_facts(env: Mapping[str, Any]) -> list[tuple[str, str]]:
+    git, devices, extra = (_dict(env.get(k)) for k in ("git", "devices", "extra"))
+    commit = str(git.get("commit", "unknown")) + (" (dirty)" if git.get("dirty") else "")
+    names = devices.get("names") or []
+    gpus = ", ".join(str(n) for n in names) if isinstance(names, list) and names else "none"
+    pairs = [("python", env.get("python")), ("platform", env.get("platform")), ("git commit", commit),
+             ("device", extra.get("device")), ("world size", extra.get("world_size")),
+             ("CUDA", f"{devices.get('cuda')} (CUDA {devices.get('cuda_version')})" if devices else None),
+             ("GPUs", gpus if devices else None), ("CPU threads", devices.get("cpu_threads")),
+             ("seed", env.get("seed"))]
+    return [(k, str(v)) for k, v in pairs if v is not None]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _iso(stamp: datetime | None) -> str:
+    return stamp.isoformat(timespec="seconds") if stamp else "unknown"
