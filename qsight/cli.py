@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from qsight.errors import QsightError
+from qsight.cli_io import Format, err, out
+from qsight.cli_io import exit_codes as _exit_codes
+from qsight.cli_runs import report, runs_app
 
 app = typer.Typer(
     name="qsight",
@@ -22,9 +20,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-
 SpecArg = Annotated[Path, typer.Argument(help="Experiment TOML file, e.g. experiments/hybrid.toml.")]
 SetOpt = Annotated[
     list[str] | None,
@@ -34,24 +29,6 @@ SetOpt = Annotated[
         metavar="KEY.PATH=VALUE",
     ),
 ]
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-
-
-@contextmanager
-def _exit_codes() -> Iterator[None]:
-    """Turn qsight errors into one clear message and the contract's exit code."""
-    try:
-        yield
-    except QsightError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -144,6 +121,10 @@ def schema() -> None:
 
     with _exit_codes():
         typer.echo(json.dumps(spec_schema(), indent=2))
+
+
+app.add_typer(runs_app, name="runs")
+app.command()(report)
 
 
 def main() -> None:

@@ -1,0 +1,122 @@
+"""Tables of runs: one row per run (``runs list``) and runs side by side (``runs compare``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qsight.runs.folder import RunFolder
+
+KEY_METRICS = ("qwk", "accuracy", "balanced_accuracy", "macro_f1", "referable_auc", "ece")
+_HEAD_ORDER = ("ensemble", "global", "compressed", "quantum")
+
+
+def head_metrics(metrics: Mapping[str, float], split: str = "val") -> dict[str, dict[str, float]]:
+    """``{"val/quantum/qwk": v}`` → ``{"quantum": {"qwk": v}}`` for one split, heads in a stable order."""
+    out: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == split:
+            out.setdefault(parts[1], {})[parts[2]] = value
+    return dict(sorted(out.items(), key=lambda kv: (_rank(kv[0]), kv[0])))
+
+
+def _rank(head: str) -> int:
+    return _HEAD_ORDER.index(head) if head in _HEAD_ORDER else len(_HEAD_ORDER)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``42 s``, ``2 min 25 s``, ``1 h 03 min``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """What ``runs list`` shows of one run."""
+
+    experiment: str
+    run_id: str
+    path: str
+    status: str
+    started: str | None
+    seconds: float | None
+    heads: dict[str, dict[str, float]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment, "run_id": self.run_id, "path": self.path, "status": self.status,
+            "started": self.started, "seconds": self.seconds, "final": self.heads,
+        }
+
+
+def run_row(run: RunFolder) -> RunRow:
+    """The list row of `run` (final validation metrics per head, key metrics only)."""
+    heads = {h: {k: v for k, v in m.items() if k in KEY_METRICS} for h, m in head_metrics(run.final).items()}
+    started = run.started
+    return RunRow(run.experiment, run.run_id, str(run.path), run.status,
+                  started.isoformat(timespec="seconds") if started else None, run.seconds, heads)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested tables and lists as dotted keys (``stages.1.lr``), the notation of ``--set``."""
+    if isinstance(value, Mapping):
+        items: Sequence[tuple[str, Any]] = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list) and any(isinstance(v, Mapping | list) for v in value):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    else:
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in items:
+        out.update(flatten(item, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+_MISSING = object()
+
+
+def spec_differences(runs: Sequence[RunFolder]) -> dict[str, list[Any]]:
+    """Dotted spec keys whose values differ between the runs' resolved specs (None where absent)."""
+    flat = [flatten(r.spec) for r in runs]
+    keys = sorted({k for f in flat for k in f}, key=_natural)
+    diff: dict[str, list[Any]] = {}
+    for key in keys:
+        values = [f.get(key, _MISSING) for f in flat]
+        if any(v != values[0] for v in values[1:]):
+            diff[key] = [None if v is _MISSING else v for v in values]
+    return diff
+
+
+def _natural(key: str) -> list[tuple[int, Any]]:
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in key.split(".")]
+
+
+def metric_table(runs: Sequence[RunFolder]) -> dict[str, dict[str, list[float | None]]]:
+    """Per head, per metric: the final validation value of each run (None where absent)."""
+    per_run = [head_metrics(r.final) for r in runs]
+    heads = sorted({h for pr in per_run for h in pr}, key=lambda h: (_rank(h), h))
+    table: dict[str, dict[str, list[float | None]]] = {}
+    for head in heads:
+        names = sorted({m for pr in per_run for m in pr.get(head, {})}, key=_metric_rank)
+        table[head] = {m: [pr.get(head, {}).get(m) for pr in per_run] for m in names}
+    return table
+
+
+def _metric_rank(name: str) -> tuple[int, str]:
+    return (KEY_METRICS.index(name) if name in KEY_METRICS else len(KEY_METRICS), name)
+
+
+def comparison(runs: Sequence[RunFolder]) -> dict[str, Any]:
+    """``runs compare`` as data: the runs, metrics per head side by side, spec differences."""
+    return {
+        "runs": [{k: v for k, v in run_row(r).as_json().items() if k != "final"} for r in runs],
+        "metrics": metric_table(runs),
+        "spec_differences": spec_differences(runs),
+    }
