@@ -100,7 +100,7 @@ def test_early_stopping_and_run_state_round_trip() -> None:
     state.record_epoch("a", 0, {"val/ensemble/qwk": 0.4}, improved=True)
     state.epoch = 1
     state.stage_done("a", early_stopped=False)
-    assert state.stage_index == 1 and state.epoch == 0 and state.best["epoch"] == 0
+    assert state.stage_index == 1 and state.epoch == 0 and state.best["epoch"] == 1
     assert RunState.from_dict(state.to_dict()) == state
 
 

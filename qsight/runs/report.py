@@ -187,7 +187,7 @@ def _best_epochs(run: RunFolder) -> str:
     best = (run.summary or {}).get("best")
     if isinstance(best, dict) and "stage" in best:
         epoch = best.get("epoch")
-        shown = str(epoch + 1) if isinstance(epoch, int) else "?"  # RunState counts epochs from 0
+        shown = str(epoch) if isinstance(epoch, int) else "?"
         parts.append(f"<p>best.pt holds stage <b>{escape(str(best['stage']))}</b>, epoch {escape(shown)}.</p>")
     parts.append(_table(["stage", "epochs", "best epoch", "monitor", "value"], rows) if rows
                  else _missing("No stages found (spec.toml has none and there are no visualizations)."))

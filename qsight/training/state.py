@@ -58,10 +58,11 @@ class RunState:
     stages: list[dict[str, Any]] = field(default_factory=list)
 
     def record_epoch(self, stage: str, epoch: int, metrics: Mapping[str, float], improved: bool) -> None:
-        """Remember the latest metrics and, when improved, the best epoch of the stage."""
+        """Remember the latest metrics and, when improved, the best epoch of the stage (`epoch` from 0)."""
         self.last = dict(metrics)
         if improved:
-            self.best = {"stage": stage, "epoch": epoch, "metrics": dict(metrics)}
+            # counted from 1, as in metrics.jsonl and the epoch_<NN> folders
+            self.best = {"stage": stage, "epoch": epoch + 1, "metrics": dict(metrics)}
 
     def stage_done(self, name: str, early_stopped: bool) -> None:
         """Close the current stage and move to the next."""
