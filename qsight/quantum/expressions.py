@@ -105,3 +105,58 @@ class PolyMap(nn.Module):
         if self.has_const:
             out = out + self.const
         return out
+
+
+def poly_arrays(polys: Sequence[Poly], n_params: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coefficients of T polynomials: constant (T,), linear (P, T) and quadratic (P, P, T)."""
+    t = len(polys)
+    const, lin, quad = np.zeros(t), np.zeros((n_params, t)), np.zeros((n_params, n_params, t))
+    for j, p in enumerate(polys):
+        const[j] = p.const
+        for i, v in p.linear.items():
+            lin[i, j] += v
+        for (a, b), v in p.quad.items():
+            quad[a, b, j] += v
+    return const, lin, quad
+
+
+def _squares(const: np.ndarray, lin: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(M (P, R), d (R,), Q (R, C)) with poly values = (p·M + d)² · Q for the arrays of `poly_arrays`."""
+    p = lin.shape[0]
+    eye = np.eye(p)
+    rows: list[tuple[np.ndarray, float, np.ndarray]] = [(np.zeros(p), 1.0, const)]
+    for i in range(p):
+        if lin[i].any():
+            rows += [(eye[i], 1.0, lin[i] / 4), (eye[i], -1.0, -lin[i] / 4)]
+        if quad[i, i].any():
+            rows.append((eye[i], 0.0, quad[i, i]))
+        for j in range(i + 1, p):
+            q = quad[i, j] + quad[j, i]
+            if q.any():
+                rows += [(eye[i] + eye[j], 0.0, q / 4), (eye[i] - eye[j], 0.0, -q / 4)]
+    return np.stack([r[0] for r in rows], 1), np.array([r[1] for r in rows]), np.stack([r[2] for r in rows])
+
+
+class QuadForm(nn.Module):
+    """Quadratic polynomials given as arrays (see `poly_arrays`): (lead, P) → (lead, C) in 1–3 ops.
+
+    Linear ones are one addmm. Otherwise every term is written as a weighted square of an affine
+    function (p_i·p_j = ((p_i + p_j)² - (p_i - p_j)²)/4, p_i = ((p_i + 1)² - (p_i - 1)²)/4, 1 = 1²),
+    so the values are (p·M + d)² · Q: addmm, square, mm.
+    """
+
+    shift: Tensor
+    mix: Tensor
+    out: Tensor
+
+    def __init__(self, const: np.ndarray, lin: np.ndarray, quad: np.ndarray) -> None:
+        super().__init__()
+        self.linear = not quad.any()
+        mix, shift, out = (lin, const, np.eye(len(const))) if self.linear else _squares(const, lin, quad)
+        self.register_buffer("mix", torch.from_numpy(np.ascontiguousarray(mix)), persistent=False)
+        self.register_buffer("shift", torch.from_numpy(np.ascontiguousarray(shift)), persistent=False)
+        self.register_buffer("out", torch.from_numpy(np.ascontiguousarray(out)), persistent=False)
+
+    def forward(self, p: Tensor) -> Tensor:
+        z = torch.addmm(self.shift, p, self.mix)
+        return z if self.linear else z.square() @ self.out

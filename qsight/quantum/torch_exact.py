@@ -11,87 +11,19 @@ from autograd; the result is exact to rounding.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import numpy as np
 import torch
-from qiskit import QuantumCircuit, transpile
 from torch import Tensor, nn
 
 from qsight.quantum.circuits import HeadCircuit
-from qsight.quantum.expressions import Poly, PolyMap, param_index, to_poly
+from qsight.quantum.dense import dense_circuit
+from qsight.quantum.expressions import Poly, PolyMap
+from qsight.quantum.gates import ROT_FACTOR, SUPPORTED, Gate, circuit_gates, diag_parts, rotation_coeffs, schedule
+
+__all__ = ["SUPPORTED", "TorchCircuit", "TorchExactSampler"]
 
 CHUNK = 4  # qubits per Kronecker-combined layer matrix (16×16)
-_ROT = {"rx": 0.5, "ry": 0.5, "rz": 0.5, "p": 1.0}  # angle factor inside cos/sin
-_DIAG_1Q = {"z": np.pi, "s": np.pi / 2, "sdg": -np.pi / 2, "t": np.pi / 4, "tdg": -np.pi / 4}
-_PERM = {"x", "cx", "swap"}
-_DIAG = {"p", "rz", "cz", "cp", "crz", "rzz", "id", *_DIAG_1Q}
-SUPPORTED = sorted({"h", "y", "sx", "sxdg", "rx", "ry", *_PERM, *_DIAG})
-
-
-def _rotation_coeffs(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(C0, Ccos, Csin): the gate is C0 + cos(f·θ)·Ccos + sin(f·θ)·Csin."""
-    i2, z = np.eye(2, dtype=complex), np.zeros((2, 2), dtype=complex)
-    if name == "ry":
-        return z, i2, np.array([[0, -1], [1, 0]], dtype=complex)
-    if name == "rx":
-        return z, i2, np.array([[0, -1j], [-1j, 0]])
-    if name == "rz":
-        return z, i2, np.diag([-1j, 1j])
-    return np.diag([1.0 + 0j, 0]), np.diag([0j, 1]), np.diag([0j, 1j])  # p
-
-
-class _Gate:
-    """One instruction: name, qubit indices, angle polynomial (if any), constant matrix."""
-
-    def __init__(self, name: str, qubits: tuple[int, ...], poly: Poly | None, matrix: Any) -> None:
-        self.name, self.qubits, self.poly, self.matrix = name, qubits, poly, matrix
-
-    @property
-    def kind(self) -> str:
-        """'diag' (diagonal or permutation gates) or 'layer' (other one-qubit gates)."""
-        return "diag" if self.name in _DIAG or self.name in _PERM else "layer"
-
-
-def _gates(hc: HeadCircuit) -> list[_Gate]:
-    qc: QuantumCircuit = hc.circuit
-    if not set(qc.count_ops()) <= set(SUPPORTED):
-        qc = transpile(qc, basis_gates=SUPPORTED, optimization_level=0)
-    index = param_index(hc.inputs, hc.weights)
-    out = []
-    for ins in qc.data:
-        op = ins.operation
-        if op.name in ("barrier", "id"):
-            continue
-        if op.name not in SUPPORTED:
-            raise NotImplementedError(f"gate {op.name!r} is not supported by torch-exact")
-        qubits = tuple(qc.find_bit(q).index for q in ins.qubits)
-        poly = to_poly(op.params[0], index) if op.params else None
-        matrix = op.to_matrix() if not op.params and len(qubits) == 1 else None
-        out.append(_Gate(op.name, qubits, poly, matrix))
-    return out
-
-
-def schedule(gates: list[_Gate], n: int) -> list[tuple[str, list[_Gate]]]:
-    """Group gates into layer/diag blocks.
-
-    A gate may join any block after the last block touching its qubits (it commutes with
-    everything in between): the earliest of its kind, a one-qubit diagonal or permutation gate
-    preferring diagonal blocks (so rotation layers stay free of phases), else a new block.
-    """
-    blocks: list[tuple[str, list[_Gate]]] = []
-    last = [-1] * n
-    for g in gates:
-        start = max(max(last[q] for q in g.qubits), 0)
-        want = "layer" if g.kind == "layer" else "diag"
-        target = next((b for b in range(start, len(blocks)) if blocks[b][0] == want), None)
-        if target is None:
-            blocks.append((want, []))
-            target = len(blocks) - 1
-        blocks[target][1].append(g)
-        for q in g.qubits:
-            last[q] = target
-    return blocks
 
 
 class LayerBlock(nn.Module):
@@ -104,11 +36,11 @@ class LayerBlock(nn.Module):
 
     coeffs: Tensor
 
-    def __init__(self, gates: list[_Gate], n: int, n_params: int, n_inputs: int, dtype: torch.dtype) -> None:
+    def __init__(self, gates: list[Gate], n: int, n_params: int, n_inputs: int, dtype: torch.dtype) -> None:
         super().__init__()
         self.n = n
         cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
-        per_qubit: list[list[_Gate]] = [[] for _ in range(n)]
+        per_qubit: list[list[Gate]] = [[] for _ in range(n)]
         for g in gates:
             per_qubit[g.qubits[0]].append(g)
         self.polys = nn.ModuleList()
@@ -171,7 +103,7 @@ def _apply(k: Tensor, state: Tensor, r: int, g: int, low: int) -> Tensor:
     return (k @ v).reshape(b, g, r, low).permute(0, 2, 1, 3).reshape(b, -1)
 
 
-def _sublayer(per_qubit: list[list[_Gate]], s: int, n: int) -> tuple[np.ndarray, list[Poly]]:
+def _sublayer(per_qubit: list[list[Gate]], s: int, n: int) -> tuple[np.ndarray, list[Poly]]:
     """Coefficients (3, n, 2, 2) of the s-th gate of every qubit, and its angle polynomials
     (an empty list when none of them is parametrised)."""
     c = np.zeros((3, n, 2, 2), dtype=complex)
@@ -182,8 +114,8 @@ def _sublayer(per_qubit: list[list[_Gate]], s: int, n: int) -> tuple[np.ndarray,
             c[0, q] = np.eye(2) if g is None else g.matrix
             polys.append(Poly())
         else:
-            c[:, q] = _rotation_coeffs(g.name)
-            polys.append(g.poly.scaled(_ROT[g.name]))
+            c[:, q] = rotation_coeffs(g.name)
+            polys.append(g.poly.scaled(ROT_FACTOR[g.name]))
             any_param = True
     return c, polys if any_param else []
 
@@ -197,58 +129,16 @@ def _kron_index(lo: int, hi: int) -> Tensor:
     return torch.from_numpy(np.stack(idx).reshape(hi - lo, d * d))
 
 
-def _pattern(g: _Gate, bits: np.ndarray) -> tuple[np.ndarray, float]:
-    """(pattern, constant angle) of a diagonal gate: phase = angle·pattern over frame bits."""
-    b = [bits[:, q].astype(np.float64) for q in g.qubits]
-    if g.name in _DIAG_1Q:
-        return b[0], _DIAG_1Q[g.name]
-    table = {
-        "p": lambda: b[0],
-        "rz": lambda: b[0] - 0.5,
-        "cp": lambda: b[0] * b[1],
-        "cz": lambda: np.pi * b[0] * b[1],
-        "crz": lambda: b[0] * (b[1] - 0.5),
-        "rzz": lambda: -0.5 * (1 - 2 * b[0]) * (1 - 2 * b[1]),
-    }
-    return table[g.name](), 1.0
-
-
-def _permute(g: _Gate, perm: np.ndarray) -> np.ndarray:
-    if g.name == "x":
-        return np.asarray(perm ^ (1 << g.qubits[0]))
-    if g.name == "cx":
-        c, t = g.qubits
-        return np.asarray(perm ^ (((perm >> c) & 1) << t))
-    a, b = g.qubits  # swap
-    diff = ((perm >> a) & 1) ^ ((perm >> b) & 1)
-    return np.asarray(perm ^ ((diff << a) | (diff << b)))
-
-
 class DiagBlock(nn.Module):
     """Diagonal and permutation gates folded into state ↦ Π·(exp(i·phase(p)) ⊙ state)."""
 
     inv: Tensor
 
-    def __init__(self, gates: list[_Gate], n: int, n_params: int, n_inputs: int, dtype: torch.dtype) -> None:
+    def __init__(self, gates: list[Gate], n: int, n_params: int, n_inputs: int, dtype: torch.dtype) -> None:
         super().__init__()
-        perm = np.arange(2**n)
-        polys, patterns, const = [], [], np.zeros(2**n)
-        for g in gates:
-            if g.name in _PERM:
-                perm = _permute(g, perm)
-                continue
-            bits = (perm[:, None] >> np.arange(n)) & 1
-            pat, angle = _pattern(g, bits)
-            if g.poly is None:
-                const += angle * pat
-            else:
-                polys.append(g.poly)
-                patterns.append(pat)
-        polys.append(Poly(1.0))
-        patterns.append(const)
-        self.phase = PolyMap(polys, n_params, n_inputs, np.stack(patterns)).to(dtype)
+        polys, patterns, inv = diag_parts(gates, n)
+        self.phase = PolyMap(polys, n_params, n_inputs, patterns).to(dtype)
         self.trivial_phase = not (self.phase.has_const or self.phase.lin.any() or self.phase.qi.numel())
-        inv = np.argsort(perm)
         self.permutes = bool(np.any(inv != np.arange(2**n)))
         self.register_buffer("inv", torch.from_numpy(inv), persistent=False)
 
@@ -263,12 +153,15 @@ class TorchCircuit(nn.Module):
 
     e0: Tensor
 
-    def __init__(self, hc: HeadCircuit, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(self, hc: HeadCircuit, dtype: torch.dtype = torch.float64, dense: bool = True) -> None:
         super().__init__()
         n, n_in, n_w = hc.num_qubits, len(hc.inputs), len(hc.weights)
         self.n, self.n_inputs, self.n_weights, self.dtype = n, n_in, n_w, dtype
+        gates = circuit_gates(hc)
+        self.dense = dense_circuit(gates, n, n_in, n_in + n_w, dtype) if dense else None
         make = {"layer": LayerBlock, "diag": DiagBlock}
-        self.blocks = nn.ModuleList(make[kind](gs, n, n_in + n_w, n_in, dtype) for kind, gs in schedule(_gates(hc), n))
+        blocks = [] if self.dense is not None else schedule(gates, n)
+        self.blocks = nn.ModuleList(make[kind](gs, n, n_in + n_w, n_in, dtype) for kind, gs in blocks)
         cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
         e0 = torch.zeros(1, 2**n, dtype=cdt)
         e0[0, 0] = 1
@@ -282,6 +175,9 @@ class TorchCircuit(nn.Module):
     def _run(self, angles: Tensor, weights: Tensor) -> Tensor:
         x, w = angles.to(self.dtype), weights.to(device=angles.device, dtype=self.dtype)
         b = x.shape[0]
+        if self.dense is not None:
+            probs: Tensor = self.dense(x, w)
+            return probs.expand(b, -1) if probs.shape[0] != b else probs
         p_full = torch.cat([x, w.expand(b, -1)], 1)
         p_w = torch.cat([w.new_zeros(1, self.n_inputs), w[None]], 1)
         state = self.e0

@@ -1,0 +1,86 @@
+"""torch-exact's dense small-circuit path against its general block path (values and gradients)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
+from qiskit.quantum_info import Statevector
+
+from qsight.quantum.circuits import CircuitSpec, HeadCircuit, build_circuit
+from qsight.quantum.dense import MAX_QUBITS
+from qsight.quantum.torch_exact import TorchCircuit
+
+SPECS = [
+    CircuitSpec(n, fmap, 2, "full", ansatz, 2, ent)
+    for n, fmap, ansatz, ent in itertools.product(
+        (1, 3, 4), ("zz", "z", "angle"), ("real-amplitudes", "efficient-su2"), ("reverse_linear", "circular")
+    )
+]
+
+
+def both_paths(hc: HeadCircuit, seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Probabilities and input/weight gradients of a random projection, dense path then general path."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.empty(5, len(hc.inputs), dtype=torch.float64).uniform_(-np.pi, np.pi, generator=g).requires_grad_()
+    w = torch.empty(len(hc.weights), dtype=torch.float64).uniform_(-np.pi, np.pi, generator=g).requires_grad_()
+    r = torch.randn(5, 2**hc.num_qubits, dtype=torch.float64, generator=g)
+    out = []
+    for dense in (True, False):
+        tc = TorchCircuit(hc, dense=dense)
+        assert (tc.dense is not None) == dense
+        p = tc(x, w)
+        out.append([p.detach(), *torch.autograd.grad((p * r).sum(), (x, w))])
+    return out[0], out[1]
+
+
+def assert_agree(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v, atol=1e-12 * max(1.0, v.abs().max().item()), rtol=0)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=str)
+def test_dense_matches_general_path(spec: CircuitSpec) -> None:
+    assert_agree(*both_paths(build_circuit(spec), SPECS.index(spec)))
+
+
+def test_mixed_parameters_and_per_sample_layers() -> None:
+    """Angles mixing inputs and weights, and rotation layers that differ per sample."""
+    x, t = [Parameter(f"x{i}") for i in range(2)], [Parameter(f"t{i}") for i in range(3)]
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.ry(x[0] * t[0], 1)
+    qc.rz(x[1] + t[1], 0)
+    qc.cx(0, 1)
+    qc.rx(x[0] * x[1] - 0.3, 0)
+    qc.crz(t[2], 1, 0)
+    qc.ry(t[1] * t[2], 1)
+    hc = HeadCircuit(qc, tuple(x), tuple(t))
+    dense, general = both_paths(hc, 7)
+    assert_agree(dense, general)
+    xv, wv = np.array([[0.4, -1.1]]), np.array([0.7, 1.9, -0.5])
+    got = TorchCircuit(hc)(torch.from_numpy(xv), torch.from_numpy(wv)).numpy()[0]
+    ref = Statevector(qc.assign_parameters(dict(zip([*x, *t], [*xv[0], *wv], strict=True)))).probabilities()
+    np.testing.assert_allclose(got, ref, atol=1e-12, rtol=0)
+
+
+def test_path_choice() -> None:
+    assert TorchCircuit(build_circuit(CircuitSpec(4))).dense is not None
+    assert TorchCircuit(build_circuit(CircuitSpec(MAX_QUBITS + 1))).dense is None
+    # the angle map's last layer merges with the ansatz's first: 2^(2n) Fourier terms, too many
+    assert TorchCircuit(build_circuit(CircuitSpec(5, "angle"))).dense is None
+
+
+def test_dense_gradcheck_and_float32() -> None:
+    hc = build_circuit(CircuitSpec(2, "zz", 2, "full", "efficient-su2", 1, "circular"))
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 2, dtype=torch.float64, generator=g).requires_grad_()
+    w = torch.rand(len(hc.weights), dtype=torch.float64, generator=g).requires_grad_()
+    assert torch.autograd.gradcheck(TorchCircuit(hc), (x, w), eps=1e-6, atol=1e-6)
+    lo = TorchCircuit(hc, torch.float32)(x.float(), w.float())
+    assert lo.dtype == torch.float32
+    torch.testing.assert_close(lo.double(), TorchCircuit(hc)(x, w), atol=1e-5, rtol=0)
