@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from qsight.quantum.expressions import Poly, QuadForm, poly_arrays
 from qsight.quantum.gates import ROT_FACTOR, Gate, diag_parts, rotation_coeffs, schedule
 
-MAX_QUBITS = 6  # widest circuit the dense path takes (measured faster up to here)
+MAX_QUBITS = 5  # widest circuit the dense path takes (at 6 it is no faster than the block path)
 MAX_FOURIER = 256  # Fourier terms a layer may have (2^parametrised gates)
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # poly_arrays: const (K,), linear (P, K), quad (P, P, K)
@@ -116,6 +116,15 @@ def _sin_inputs(angles: list[Arrays], rows: slice) -> Arrays:
     return shifted, np.repeat(lin, 2, axis=1), np.repeat(quad, 2, axis=2)
 
 
+def _find_or_add(items: list[Arrays], arrays: Arrays) -> int:
+    """Index of `arrays` in `items`, appended when new (repeated feature maps share their phases)."""
+    for i, a in enumerate(items):
+        if all(u.shape == v.shape and np.array_equal(u, v) for u, v in zip(a, arrays, strict=True)):
+            return i
+    items.append(arrays)
+    return len(items) - 1
+
+
 class DenseCircuit(nn.Module):
     """(inputs (B, n_in), weights (n_w,)) → probabilities (B or 1, 2^n) of a compiled term chain."""
 
@@ -131,10 +140,14 @@ class DenseCircuit(nn.Module):
         self.batch_uses_weights = batch_rows == slice(None)
         self.maps = nn.ModuleList()
         self.sizes: list[list[int]] = []
+        self.chunk = [-1] * len(terms)  # index of each term's angles among its group's distinct angle sets
         for grp, rows in ((0, batch_rows), (1, slice(n_inputs, None))):
-            angles = [t.angles for t, g in zip(terms, self.group, strict=True) if g == grp and t.angles is not None]
-            self.sizes.append([len(a[0]) for a in angles])
-            self.maps.append(QuadForm(*_sin_inputs(angles, rows)).to(dtype) if angles else nn.Identity())
+            distinct: list[Arrays] = []
+            for i, t in enumerate(terms):
+                if self.group[i] == grp and t.angles is not None:
+                    self.chunk[i] = _find_or_add(distinct, t.angles)
+            self.sizes.append([len(a[0]) for a in distinct])
+            self.maps.append(QuadForm(*_sin_inputs(distinct, rows)).to(dtype) if distinct else nn.Identity())
         if len(terms) > 1 and terms[0].kind == "phase" and terms[1].kind != "phase":  # start from the phase itself
             terms[1].mats = terms[1].mats * v0
             v0 = np.ones_like(v0)
@@ -150,7 +163,7 @@ class DenseCircuit(nn.Module):
             self.register_buffer(f"mat_{i}", mat.to(cdt).contiguous(), persistent=False)
 
     def _features(self, x: Tensor, w: Tensor) -> list[list[Tensor]]:
-        """Per group, the exp(i·angle) tensors of its terms, in order."""
+        """Per group, the exp(i·angle) tensors of its distinct angle sets."""
         out: list[list[Tensor]] = []
         for grp, qf in enumerate(self.maps):
             if isinstance(qf, nn.Identity):
@@ -170,7 +183,7 @@ class DenseCircuit(nn.Module):
                 assert state is not None
                 state = state @ mat.view(state.shape[1], -1)
                 continue
-            e = feats[grp].pop(0)
+            e = feats[grp][self.chunk[i]]
             if kind == "phase":
                 state = (e * self.v0 if self.scale_first else e) if state is None else state * e
             elif state is None:
