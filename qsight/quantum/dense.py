@@ -27,7 +27,7 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # poly_arrays: const (K,), l
 
 
 @dataclass
-class _Term:
+class Term:
     """'const' (mats (1, N, N)), 'phase' (angles φ_k, one per basis state) or 'layer'
     (mats (S, N, N) = E_σ, angles σ·α, one per Fourier term); the term acts as state ↦ M·state."""
 
@@ -55,7 +55,7 @@ def _combine(arrays: Arrays, weights: np.ndarray) -> Arrays:
     return arrays[0] @ weights, arrays[1] @ weights, arrays[2] @ weights
 
 
-def _layer_term(gates: list[Gate], n: int, n_params: int) -> _Term:
+def layer_term(gates: list[Gate], n: int, n_params: int) -> Term:
     """A layer block's Fourier expansion (a constant term when no gate is parametrised)."""
     per_qubit: list[list[Gate]] = [[] for _ in range(n)]
     for g in gates:
@@ -72,29 +72,29 @@ def _layer_term(gates: list[Gate], n: int, n_params: int) -> _Term:
                 acc = {(*k, s): e @ m for k, m in acc.items() for s, e in _fourier_2x2(g.name).items()}
         full = {k + kq: np.kron(e, m) for k, m in full.items() for kq, e in acc.items()}
     if not angle_polys:
-        return _Term("const", full[()][None])
+        return Term("const", full[()][None])
     sigmas = list(full)
     angles = _combine(poly_arrays(angle_polys, n_params), np.array(sigmas, dtype=np.float64).T)
-    return _Term("layer", np.stack([full[s] for s in sigmas]), angles)
+    return Term("layer", np.stack([full[s] for s in sigmas]), angles)
 
 
-def _diag_terms(gates: list[Gate], n: int, n_params: int) -> list[_Term]:
+def _diag_terms(gates: list[Gate], n: int, n_params: int) -> list[Term]:
     """A diagonal block: a phase term (if parametrised) and a constant term (constant phases, permutation)."""
     polys, patterns, inv = diag_parts(gates, n)
     perm = np.eye(2**n, dtype=complex)[inv]  # (P·v)[j] = v[inv[j]]
     if len(polys) == 1:  # only the constant polynomial
-        return [_Term("const", (perm * np.exp(1j * patterns[-1]))[None])]
-    terms = [_Term("phase", np.zeros((0, 0, 0)), _combine(poly_arrays(polys, n_params), patterns))]
-    return terms + ([_Term("const", perm[None])] if np.any(inv != np.arange(2**n)) else [])
+        return [Term("const", (perm * np.exp(1j * patterns[-1]))[None])]
+    terms = [Term("phase", np.zeros((0, 0, 0)), _combine(poly_arrays(polys, n_params), patterns))]
+    return terms + ([Term("const", perm[None])] if np.any(inv != np.arange(2**n)) else [])
 
 
-def _fold(terms: list[_Term], n: int) -> tuple[np.ndarray, list[_Term]]:
+def _fold(terms: list[Term], n: int) -> tuple[np.ndarray, list[Term]]:
     """Fold constant terms into the initial state and neighbouring layers: (initial state, terms)."""
     v0 = np.zeros(2**n, dtype=complex)
     v0[0] = 1
     while terms and terms[0].kind == "const":
         v0, terms = terms[0].mats[0] @ v0, terms[1:]
-    out: list[_Term] = []
+    out: list[Term] = []
     for t in terms:
         prev = out[-1] if out else None
         if t.kind == "const" and prev is not None and prev.kind != "phase":
@@ -107,7 +107,7 @@ def _fold(terms: list[_Term], n: int) -> tuple[np.ndarray, list[_Term]]:
     return v0, out
 
 
-def _sin_inputs(angles: list[Arrays], rows: slice) -> Arrays:
+def sin_inputs(angles: list[Arrays], rows: slice) -> Arrays:
     """Columns (a + π/2, a) for every angle a, so that sin gives (cos a, sin a) pairs."""
     const = np.concatenate([a[0] for a in angles])
     lin = np.concatenate([a[1][rows] for a in angles], 1)
@@ -130,7 +130,7 @@ class DenseCircuit(nn.Module):
 
     v0: Tensor
 
-    def __init__(self, terms: list[_Term], v0: np.ndarray, n_inputs: int, dtype: torch.dtype) -> None:
+    def __init__(self, terms: list[Term], v0: np.ndarray, n_inputs: int, dtype: torch.dtype) -> None:
         super().__init__()
         cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
         self.n_inputs, self.steps = n_inputs, [t.kind for t in terms]
@@ -147,7 +147,7 @@ class DenseCircuit(nn.Module):
                 if self.group[i] == grp and t.angles is not None:
                     self.chunk[i] = _find_or_add(distinct, t.angles)
             self.sizes.append([len(a[0]) for a in distinct])
-            self.maps.append(QuadForm(*_sin_inputs(distinct, rows)).to(dtype) if distinct else nn.Identity())
+            self.maps.append(QuadForm(*sin_inputs(distinct, rows)).to(dtype) if distinct else nn.Identity())
         if len(terms) > 1 and terms[0].kind == "phase" and terms[1].kind != "phase":  # start from the phase itself
             terms[1].mats = terms[1].mats * v0
             v0 = np.ones_like(v0)
@@ -210,8 +210,8 @@ def dense_circuit(gates: list[Gate], n: int, n_inputs: int, n_params: int, dtype
     blocks = schedule(gates, n)
     if any(kind == "layer" and 2 ** sum(g.poly is not None for g in gs) > MAX_FOURIER for kind, gs in blocks):
         return None
-    terms: list[_Term] = []
+    terms: list[Term] = []
     for kind, gs in blocks:
-        terms += [_layer_term(gs, n, n_params)] if kind == "layer" else _diag_terms(gs, n, n_params)
+        terms += [layer_term(gs, n, n_params)] if kind == "layer" else _diag_terms(gs, n, n_params)
     v0, terms = _fold(terms, n)
     return DenseCircuit(terms, v0, n_inputs, dtype)

@@ -17,24 +17,23 @@ import torch
 from torch import Tensor, nn
 
 from qsight.quantum.circuits import HeadCircuit
-from qsight.quantum.dense import dense_circuit
-from qsight.quantum.expressions import Poly, PolyMap
-from qsight.quantum.gates import ROT_FACTOR, SUPPORTED, Gate, circuit_gates, diag_parts, rotation_coeffs, schedule
+from qsight.quantum.dense import dense_circuit, layer_term, sin_inputs
+from qsight.quantum.expressions import PolyMap, QuadForm
+from qsight.quantum.gates import SUPPORTED, Gate, circuit_gates, diag_parts, schedule
 
 __all__ = ["SUPPORTED", "TorchCircuit", "TorchExactSampler"]
 
-CHUNK = 4  # qubits per Kronecker-combined layer matrix (16×16)
+CHUNK = 4  # most qubits per Kronecker-combined layer matrix (16×16)
+CHUNK_FOURIER = 64  # most Fourier terms per chunk (a chunk shrinks when its qubits carry several rotations)
 
 
 class LayerBlock(nn.Module):
     """One-qubit gates on distinct qubits, applied as Kronecker chunks of ≤ CHUNK qubits.
 
-    Each qubit's matrix is the product of its gates (sub-layer by sub-layer); a parametrised
-    gate is C0 + cos(f·θ)·Ccos + sin(f·θ)·Csin, so a sub-layer costs a handful of tensor ops
-    whatever the number of qubits. Constant sub-layers (and constant layers) are folded.
+    A chunk's matrix is its Fourier expansion over its gate angles, K = Σ_σ exp(iσ·α)·E_σ (see
+    `dense.layer_term`): the angles of all chunks come from one polynomial map and one `sin`, each
+    chunk's matrix from one mm. Constant chunks are precomputed.
     """
-
-    coeffs: Tensor
 
     def __init__(self, gates: list[Gate], n: int, n_params: int, n_inputs: int, dtype: torch.dtype) -> None:
         super().__init__()
@@ -43,54 +42,46 @@ class LayerBlock(nn.Module):
         per_qubit: list[list[Gate]] = [[] for _ in range(n)]
         for g in gates:
             per_qubit[g.qubits[0]].append(g)
-        self.polys = nn.ModuleList()
-        coeffs = []
-        for s in range(max(len(gs) for gs in per_qubit)):
-            c, polys = _sublayer(per_qubit, s, n)
-            self.polys.append(PolyMap(polys, n_params, n_inputs).to(dtype) if polys else nn.Identity())
-            coeffs.append(torch.from_numpy(c).to(cdt))
-        self.register_buffer("coeffs", torch.stack(coeffs), persistent=False)  # (S, 3, n, 2, 2)
-        self.chunks = [(lo, min(lo + CHUNK, n)) for lo in range(0, n, CHUNK)]
-        for i, (lo, hi) in enumerate(self.chunks):
-            self.register_buffer(f"kidx_{i}", _kron_index(lo, hi), persistent=False)
-        self.folded = all(isinstance(p, nn.Identity) for p in self.polys)
-        if self.folded:
-            zero = torch.zeros(1, n_params, dtype=dtype)
-            for i, k in enumerate(self._krons(self._matrices(zero, zero))):
-                self.register_buffer(f"const_{i}", k, persistent=False)
+        self.chunks = _chunks([sum(g.poly is not None for g in gs) for gs in per_qubit])
+        terms = []
+        for lo, hi in self.chunks:
+            local = [Gate(g.name, (q - lo,), g.poly, g.matrix) for q in range(lo, hi) for g in per_qubit[q]]
+            terms.append(layer_term(local, hi - lo, n_params))
+        for i, t in enumerate(terms):
+            mats = t.mats if t.angles is None else t.mats.reshape(len(t.mats), -1)  # constant (1, d, d), else (S, d²)
+            self.register_buffer(f"mat_{i}", torch.from_numpy(mats).to(cdt), persistent=False)
+        self.sizes = [0 if t.angles is None else len(t.mats) for t in terms]
+        self.uses_inputs = any(t.uses(slice(0, n_inputs)) for t in terms)
+        angles = [t.angles for t in terms if t.angles is not None]
+        self.angles = QuadForm(*sin_inputs(angles, slice(None))).to(dtype) if angles else None
 
-    def _matrices(self, p_full: Tensor, p_w: Tensor) -> Tensor:
-        """Per-qubit 2×2 matrices (lead, n, 2, 2), the product of the sub-layers."""
-        m: Tensor | None = None
-        for s, poly in enumerate(self.polys):
-            c = self.coeffs[s]
-            if isinstance(poly, nn.Identity):
-                ms = c[0][None]
-            else:
-                h = poly(p_full, p_w)[..., None, None]
-                ms = torch.cos(h) * c[1] + torch.sin(h) * c[2] + c[0]
-            m = ms if m is None else ms @ m
-        assert m is not None
-        return m
-
-    def _krons(self, m: Tensor) -> list[Tensor]:
-        """Kronecker product of each chunk's matrices: gather the factors, multiply them."""
-        flat = m.reshape(m.shape[0], -1)
-        out = []
-        for i, (lo, hi) in enumerate(self.chunks):
-            d = 2 ** (hi - lo)
-            k = flat[:, getattr(self, f"kidx_{i}")] if hi - lo > 1 else m[:, lo]
-            out.append(k.prod(dim=1).reshape(-1, d, d) if hi - lo > 1 else k)
-        return out
+    def _krons(self, p_full: Tensor, p_w: Tensor) -> list[Tensor]:
+        """Each chunk's matrix (lead, d, d)."""
+        mats: list[Tensor] = [getattr(self, f"mat_{i}") for i in range(len(self.chunks))]
+        if self.angles is None:
+            return mats
+        p = p_full if self.uses_inputs else p_w
+        e = torch.view_as_complex(torch.sin(self.angles(p)).view(p.shape[0], -1, 2))
+        sizes = [s for s in self.sizes if s]
+        parts = iter(e.split_with_sizes(sizes, 1) if len(sizes) > 1 else [e])
+        d = [2 ** (hi - lo) for lo, hi in self.chunks]
+        return [(next(parts) @ m).view(-1, k, k) if s else m for m, s, k in zip(mats, self.sizes, d, strict=True)]
 
     def forward(self, state: Tensor, p_full: Tensor, p_w: Tensor) -> Tensor:
-        if self.folded:
-            krons = [getattr(self, f"const_{i}") for i in range(len(self.chunks))]
-        else:
-            krons = self._krons(self._matrices(p_full, p_w))
-        for (lo, hi), k in zip(self.chunks, krons, strict=True):
+        for (lo, hi), k in zip(self.chunks, self._krons(p_full, p_w), strict=True):
             state = _apply(k, state, 2 ** (self.n - hi), 2 ** (hi - lo), 2**lo)
         return state
+
+
+def _chunks(n_rotations: list[int]) -> list[tuple[int, int]]:
+    """Runs of ≤ CHUNK consecutive qubits with ≤ CHUNK_FOURIER Fourier terms (2^rotations) each."""
+    out, lo, count = [], 0, 0
+    for q, r in enumerate(n_rotations):
+        if q > lo and (q - lo == CHUNK or 2 ** (count + r) > CHUNK_FOURIER):
+            out.append((lo, q))
+            lo, count = q, 0
+        count += r
+    return [*out, (lo, len(n_rotations))]
 
 
 def _apply(k: Tensor, state: Tensor, r: int, g: int, low: int) -> Tensor:
@@ -101,32 +92,6 @@ def _apply(k: Tensor, state: Tensor, r: int, g: int, low: int) -> Tensor:
     b = k.shape[0]
     v = state.expand(b, -1).reshape(b, r, g, low).permute(0, 2, 1, 3).reshape(b, g, r * low)
     return (k @ v).reshape(b, g, r, low).permute(0, 2, 1, 3).reshape(b, -1)
-
-
-def _sublayer(per_qubit: list[list[Gate]], s: int, n: int) -> tuple[np.ndarray, list[Poly]]:
-    """Coefficients (3, n, 2, 2) of the s-th gate of every qubit, and its angle polynomials
-    (an empty list when none of them is parametrised)."""
-    c = np.zeros((3, n, 2, 2), dtype=complex)
-    polys, any_param = [], False
-    for q, gs in enumerate(per_qubit):
-        g = gs[s] if s < len(gs) else None
-        if g is None or g.poly is None:
-            c[0, q] = np.eye(2) if g is None else g.matrix
-            polys.append(Poly())
-        else:
-            c[:, q] = rotation_coeffs(g.name)
-            polys.append(g.poly.scaled(ROT_FACTOR[g.name]))
-            any_param = True
-    return c, polys if any_param else []
-
-
-def _kron_index(lo: int, hi: int) -> Tensor:
-    """Indices into flattened (n, 2, 2) matrices giving, for each entry (i, j) of the chunk's
-    Kronecker product, its factors M_q[bit(i), bit(j)] (qubit lo least significant)."""
-    d = 2 ** (hi - lo)
-    i, j = np.meshgrid(np.arange(d), np.arange(d), indexing="ij")
-    idx = [4 * q + 2 * ((i >> (q - lo)) & 1) + ((j >> (q - lo)) & 1) for q in range(lo, hi)]
-    return torch.from_numpy(np.stack(idx).reshape(hi - lo, d * d))
 
 
 class DiagBlock(nn.Module):
