@@ -13,7 +13,7 @@ from qiskit.quantum_info import Statevector
 
 from qsight.quantum.circuits import CircuitSpec, HeadCircuit, build_circuit
 from qsight.quantum.dense import MAX_QUBITS
-from qsight.quantum.torch_exact import TorchCircuit
+from qsight.quantum.torch_exact import TorchCircuit, _chunks
 
 SPECS = [
     CircuitSpec(n, fmap, 2, "full", ansatz, 2, ent)
@@ -84,3 +84,31 @@ def test_dense_gradcheck_and_float32() -> None:
     lo = TorchCircuit(hc, torch.float32)(x.float(), w.float())
     assert lo.dtype == torch.float32
     torch.testing.assert_close(lo.double(), TorchCircuit(hc)(x, w), atol=1e-5, rtol=0)
+
+
+def test_block_path_chunks_shrink_for_stacked_rotations() -> None:
+    """Seven qubits, angle map: its last RY(x) layer merges with the ansatz's first RY(θ) layer."""
+    assert _chunks([1] * 9) == [(0, 4), (4, 8), (8, 9)]
+    assert _chunks([2] * 7) == [(0, 3), (3, 6), (6, 7)]
+    assert _chunks([0, 7, 0]) == [(0, 1), (1, 2), (2, 3)]
+    hc = build_circuit(CircuitSpec(7, "angle", 2, "linear", "efficient-su2", 1, "full"))
+    rng = np.random.default_rng(7)
+    x, w = rng.uniform(-3, 3, (2, 7)), rng.uniform(-3, 3, len(hc.weights))
+    tc = TorchCircuit(hc)
+    assert tc.dense is None
+    got = tc(torch.from_numpy(x), torch.from_numpy(w)).numpy()
+    for xi, row in zip(x, got, strict=True):
+        values = dict(zip(hc.inputs, xi, strict=True)) | dict(zip(hc.weights, w, strict=True))
+        np.testing.assert_allclose(row, Statevector(hc.circuit.assign_parameters(values)).probabilities(), atol=1e-12)
+
+
+def test_many_rotations_on_one_qubit() -> None:
+    """One qubit: nothing separates the rotations, so one layer holds them all (split into pieces)."""
+    hc = build_circuit(CircuitSpec(1, "angle", 8, "full", "real-amplitudes", 16, "full"))
+    tc = TorchCircuit(hc)
+    assert tc.dense is None and len(tc.blocks) == 9  # 25 rotations, ≤ 3 per block
+    rng = np.random.default_rng(1)
+    x, w = rng.uniform(-3, 3, (1, 1)), rng.uniform(-3, 3, len(hc.weights))
+    got = tc(torch.from_numpy(x), torch.from_numpy(w)).numpy()[0]
+    values = dict(zip(hc.inputs, x[0], strict=True)) | dict(zip(hc.weights, w, strict=True))
+    np.testing.assert_allclose(got, Statevector(hc.circuit.assign_parameters(values)).probabilities(), atol=1e-12)

@@ -25,6 +25,7 @@ __all__ = ["SUPPORTED", "TorchCircuit", "TorchExactSampler"]
 
 CHUNK = 4  # most qubits per Kronecker-combined layer matrix (16×16)
 CHUNK_FOURIER = 64  # most Fourier terms per chunk (a chunk shrinks when its qubits carry several rotations)
+QUBIT_ROTATIONS = 3  # most rotations per qubit in one layer block (more are split into successive blocks)
 
 
 class LayerBlock(nn.Module):
@@ -71,6 +72,23 @@ class LayerBlock(nn.Module):
         for (lo, hi), k in zip(self.chunks, self._krons(p_full, p_w), strict=True):
             state = _apply(k, state, 2 ** (self.n - hi), 2 ** (hi - lo), 2**lo)
         return state
+
+
+def _split_layers(blocks: list[tuple[str, list[Gate]]]) -> list[tuple[str, list[Gate]]]:
+    """Split layer blocks so that no qubit has more than QUBIT_ROTATIONS rotations in one (gates on
+    different qubits commute, so a layer is the product of its qubits' successive pieces)."""
+    out = []
+    for kind, gates in blocks:
+        pieces: list[list[Gate]] = [[]]
+        count: dict[int, int] = {}
+        for g in gates if kind == "layer" else []:
+            q = g.qubits[0]
+            count[q] = count.get(q, 0) + (g.poly is not None)
+            piece = max(count[q] - 1, 0) // QUBIT_ROTATIONS
+            pieces += [[] for _ in range(piece + 1 - len(pieces))]
+            pieces[piece].append(g)
+        out += [("layer", p) for p in pieces] if kind == "layer" else [(kind, gates)]
+    return out
 
 
 def _chunks(n_rotations: list[int]) -> list[tuple[int, int]]:
@@ -125,7 +143,7 @@ class TorchCircuit(nn.Module):
         gates = circuit_gates(hc)
         self.dense = dense_circuit(gates, n, n_in, n_in + n_w, dtype) if dense else None
         make = {"layer": LayerBlock, "diag": DiagBlock}
-        blocks = [] if self.dense is not None else schedule(gates, n)
+        blocks = [] if self.dense is not None else _split_layers(schedule(gates, n))
         self.blocks = nn.ModuleList(make[kind](gs, n, n_in + n_w, n_in, dtype) for kind, gs in blocks)
         cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
         e0 = torch.zeros(1, 2**n, dtype=cdt)
