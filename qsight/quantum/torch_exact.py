@@ -1,11 +1,12 @@
 """The `torch-exact` sampler: the head's Qiskit circuit compiled to a batched torch statevector.
 
-The circuit is cut into blocks. A *layer* block holds one-qubit gates (one 2×2 matrix per
-qubit, Kronecker-combined in chunks of a few qubits and applied as small matmuls); a *diagonal*
-block holds diagonal and permutation gates (CX, P, RZ, RZZ, ...), folded into one phase vector
-(a polynomial of the parameters) and one index permutation. Gates commute past blocks that do
-not touch their qubits, so a ZZ feature map becomes two blocks per repetition. Gradients come
-from autograd; the result is exact to rounding.
+The circuit is cut into blocks (see `gates.schedule`). A *layer* block holds one-qubit gates,
+applied as Kronecker chunks of a few qubits, each chunk's matrix a Fourier expansion over its
+gate angles; a *diagonal* block holds diagonal and permutation gates (CX, P, RZ, RZZ, ...),
+folded into one phase vector (a polynomial of the parameters) and one index permutation. Gates
+commute past blocks that do not touch their qubits, so a ZZ feature map becomes two blocks per
+repetition. Up to `dense.MAX_QUBITS` qubits the blocks become dense 2^n×2^n terms instead (far
+fewer tensor ops). Gradients come from autograd; the result is exact to rounding.
 """
 
 from __future__ import annotations
@@ -132,7 +133,10 @@ class DiagBlock(nn.Module):
 
 
 class TorchCircuit(nn.Module):
-    """(angles (B, n_in), weights (n_w,)) → outcome probabilities (B, 2^n), differentiable."""
+    """(angles (B, n_in), weights (n_w,)) → outcome probabilities (B, 2^n), differentiable.
+
+    ``dense=False`` keeps small circuits on the block path (the dense path's reference in tests).
+    """
 
     e0: Tensor
 
