@@ -16,10 +16,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from qsight.runs.catalog import KEY_METRICS, format_seconds, head_metrics
 from qsight.runs.curves import learning_curves
 from qsight.runs.folder import RunFolder
 
-KEY_METRICS = ("qwk", "accuracy", "balanced_accuracy", "macro_f1", "referable_auc", "ece")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 CSS = """
@@ -130,11 +130,7 @@ def _header(run: RunFolder) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown (no summary.json)"
-    minutes, secs = divmod(seconds, 60.0)
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours}:{minutes:02d}:{secs:04.1f} ({seconds:.1f} s)"
+    return "unknown (no summary.json)" if seconds is None else format_seconds(seconds)
 
 
 def _class_names(run: RunFolder) -> list[str]:
@@ -159,7 +155,7 @@ def _absent_files(run: RunFolder) -> list[str]:
 
 def _final_metrics(run: RunFolder) -> str:
     final = run.final
-    heads = _heads(final)
+    heads = list(head_metrics(final))
     if not heads:
         return "<h2>Final metrics</h2>\n" + _missing("No validation metrics were logged.")
     columns = [m for m in KEY_METRICS if any(f"val/{h}/{m}" in final for h in heads)]
@@ -167,16 +163,6 @@ def _final_metrics(run: RunFolder) -> str:
     source = "summary.json" if run.summary and run.summary.get("final") else "the last logged epoch (no summary.json)"
     return (f"<h2>Final metrics</h2>\n<p>Validation, from {escape(source)}.</p>\n"
             + _table(["head", *columns], rows))
-
-
-def _heads(metrics: Mapping[str, Any]) -> list[str]:
-    """Heads with a ``val/<head>/<metric>`` entry, in order of appearance."""
-    found: dict[str, None] = {}
-    for key in metrics:
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "val":
-            found.setdefault(parts[1], None)
-    return list(found)
 
 
 def _best_epochs(run: RunFolder) -> str:
@@ -232,7 +218,7 @@ def _confusions(run: RunFolder) -> str:
             latest[path.stem.removeprefix("confusion_")] = (f"{stage}, epoch {epoch}", path)
     if not latest:
         return "<h2>Confusion matrices</h2>\n" + _missing("No confusion matrices in visualizations/.")
-    order = _heads(run.final)
+    order = list(head_metrics(run.final))
     heads = sorted(latest, key=lambda h: (order.index(h) if h in order else len(order), h))
     figures = [_png_file(latest[h][1], f"confusion matrix of {h}", f"{h} ({latest[h][0]})") for h in heads]
     return '<h2>Confusion matrices</h2>\n<div class="pair">' + "".join(figures) + "</div>"
