@@ -164,11 +164,13 @@ def prune(
             elif plan.remove:
                 out.print(f"{'would free' if dry_run else 'free'}  {label}: {format_bytes(plan.freed)} "
                           f"({len(plan.remove)} folders/files)", highlight=False)
-        total = sum(p.freed for p in plans)
+        touched = sum(1 for p in plans if p.remove)
+        skipped = sum(1 for p in plans if p.skipped)
+        tail = f"in {touched} of {len(plans)} runs ({skipped} skipped)"
         if dry_run:
-            out.print(f"dry run: {format_bytes(total)} would be freed in {len(plans)} runs", highlight=False)
+            out.print(f"dry run: {format_bytes(sum(p.freed for p in plans))} would be freed {tail}", highlight=False)
         else:
-            out.print(f"freed {format_bytes(apply_prune(plans))} in {len(plans)} runs", highlight=False)
+            out.print(f"freed {format_bytes(apply_prune(plans))} {tail}", highlight=False)
 
 
 @runs_app.command()

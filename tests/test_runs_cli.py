@@ -161,7 +161,9 @@ def test_prune_never_touches_running_or_interrupted_runs(root: Path, tmp_path: P
     before = files(reports)
     result = cli("runs", "prune", "--root", str(reports), "--keep-epochs", "last")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("skip") == 2 and "running" in result.stdout and "interrupted" in result.stdout
+    skips = [line for line in result.stdout.splitlines() if line.startswith("skip ")]
+    assert len(skips) == 2 and "running" in result.stdout and "interrupted" in result.stdout
+    assert "in 0 of 2 runs (2 skipped)" in result.stdout
     assert files(reports) == before
 
 
