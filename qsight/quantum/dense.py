@@ -116,6 +116,17 @@ def sin_inputs(angles: list[Arrays], rows: slice) -> Arrays:
     return shifted, np.repeat(lin, 2, axis=1), np.repeat(quad, 2, axis=2)
 
 
+def exp_i(angles: nn.Module, p: Tensor, sizes: list[int]) -> list[Tensor]:
+    """exp(i·a) for the angle sets of `sizes`, from a map producing `sin_inputs` columns (a + π/2, a)."""
+    e = torch.view_as_complex(torch.sin(angles(p)).view(p.shape[0], -1, 2))
+    return list(e.split_with_sizes(sizes, 1)) if len(sizes) > 1 else [e]
+
+
+def complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype of a real one (float64 → complex128, else complex64)."""
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
 def _find_or_add(items: list[Arrays], arrays: Arrays) -> int:
     """Index of `arrays` in `items`, appended when new (repeated feature maps share their phases)."""
     for i, a in enumerate(items):
@@ -132,7 +143,7 @@ class DenseCircuit(nn.Module):
 
     def __init__(self, terms: list[Term], v0: np.ndarray, n_inputs: int, dtype: torch.dtype) -> None:
         super().__init__()
-        cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
+        cdt = complex_dtype(dtype)
         self.n_inputs, self.steps = n_inputs, [t.kind for t in terms]
         inputs = slice(0, n_inputs)
         self.group = [int(t.angles is not None and not t.uses(inputs)) if t.kind != "const" else -1 for t in terms]
@@ -170,8 +181,7 @@ class DenseCircuit(nn.Module):
                 out.append([])
                 continue
             p = w[None] if grp == 1 else torch.cat([x, w.expand(x.shape[0], -1)], 1) if self.batch_uses_weights else x
-            e = torch.view_as_complex(torch.sin(qf(p)).view(p.shape[0], -1, 2))
-            out.append(list(e.split_with_sizes(self.sizes[grp], 1)) if len(self.sizes[grp]) > 1 else [e])
+            out.append(exp_i(qf, p, self.sizes[grp]))
         return out
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from qsight.quantum.circuits import HeadCircuit
-from qsight.quantum.dense import dense_circuit, layer_term, sin_inputs
+from qsight.quantum.dense import complex_dtype, dense_circuit, exp_i, layer_term, sin_inputs
 from qsight.quantum.expressions import PolyMap, QuadForm
 from qsight.quantum.gates import SUPPORTED, Gate, circuit_gates, diag_parts, schedule
 
@@ -40,7 +40,7 @@ class LayerBlock(nn.Module):
     def __init__(self, gates: list[Gate], n: int, n_params: int, n_inputs: int, dtype: torch.dtype) -> None:
         super().__init__()
         self.n = n
-        cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
+        cdt = complex_dtype(dtype)
         per_qubit: list[list[Gate]] = [[] for _ in range(n)]
         for g in gates:
             per_qubit[g.qubits[0]].append(g)
@@ -63,9 +63,7 @@ class LayerBlock(nn.Module):
         if self.angles is None:
             return mats
         p = p_full if self.uses_inputs else p_w
-        e = torch.view_as_complex(torch.sin(self.angles(p)).view(p.shape[0], -1, 2))
-        sizes = [s for s in self.sizes if s]
-        parts = iter(e.split_with_sizes(sizes, 1) if len(sizes) > 1 else [e])
+        parts = iter(exp_i(self.angles, p, [s for s in self.sizes if s]))
         d = [2 ** (hi - lo) for lo, hi in self.chunks]
         return [(next(parts) @ m).view(-1, k, k) if s else m for m, s, k in zip(mats, self.sizes, d, strict=True)]
 
@@ -149,7 +147,7 @@ class TorchCircuit(nn.Module):
         make = {"layer": LayerBlock, "diag": DiagBlock}
         blocks = [] if self.dense is not None else _split_layers(schedule(gates, n))
         self.blocks = nn.ModuleList(make[kind](gs, n, n_in + n_w, n_in, dtype) for kind, gs in blocks)
-        cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
+        cdt = complex_dtype(dtype)
         e0 = torch.zeros(1, 2**n, dtype=cdt)
         e0[0, 0] = 1
         self.register_buffer("e0", e0, persistent=False)
