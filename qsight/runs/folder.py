@@ -57,6 +57,7 @@ class StageEpochs:
     epochs: tuple[int, ...]
     best: int | None
     monitor: str
+    best_value: float | None = None
 
     @property
     def last(self) -> int | None:
@@ -182,7 +183,7 @@ class RunFolder:
             for e in sorted(values):  # strict improvement: the first best epoch wins, as in training
                 if best is None or sign * values[e] > sign * values[best]:
                     best = e
-            out.append(StageEpochs(name, tuple(epochs), best, monitor))
+            out.append(StageEpochs(name, tuple(epochs), best, monitor, None if best is None else values[best]))
         return out
 
     def _stage_specs(self) -> list[dict[str, Any]]:
@@ -193,18 +194,22 @@ class RunFolder:
         return [{"name": p.name} for p in sorted(viz.iterdir())] if viz.is_dir() else []
 
     def _epoch_folders(self, stage: str) -> list[int]:
-        folder = self.path / "visualizations" / stage
-        if not folder.is_dir():
+        return [e for s, e, _ in self.epoch_dirs() if s == stage]
+
+    def epoch_dirs(self) -> list[tuple[str, int, Path]]:
+        """Every ``visualizations/<stage>/epoch_<NN>`` folder as (stage, epoch, path): stages in spec
+        order (others after, by name), epochs ascending."""
+        root = self.path / "visualizations"
+        if not root.is_dir():
             return []
-        return sorted(int(p.name[6:]) for p in folder.glob("epoch_*") if p.name[6:].isdigit())
-
-    def epoch_folder(self, stage: str, epoch: int) -> Path:
-        """``visualizations/<stage>/epoch_<NN>`` (epochs counted from 1)."""
-        return self.path / "visualizations" / stage / f"epoch_{epoch:02d}"
-
-    def size(self) -> int:
-        """Bytes on disk under the folder."""
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file() and not p.is_symlink())
+        order = [str(s.get("name")) for s in self._stage_specs()]
+        stages = sorted((p for p in root.iterdir() if p.is_dir()),
+                        key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
+        found: list[tuple[str, int, Path]] = []
+        for stage in stages:
+            epochs = [(int(p.name[6:]), p) for p in stage.glob("epoch_*") if p.is_dir() and p.name[6:].isdigit()]
+            found += [(stage.name, e, p) for e, p in sorted(epochs)]
+        return found
 
 
 def is_run_folder(path: Path) -> bool:

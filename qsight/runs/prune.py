@@ -56,19 +56,13 @@ def plan_prune(run: RunFolder, keep: frozenset[str]) -> PrunePlan:
     if not run.finished:
         plan.skipped = f"{run.status}: may still be resumed"
         return plan
+    dirs = run.epoch_dirs()
     for stage in run.stage_epochs():
         wanted = {e for e in (stage.best if "best" in keep else None, stage.last if "last" in keep else None) if e}
-        folder = run.path / "visualizations" / stage.name
-        if folder.is_dir():
-            plan.remove += [p for p in sorted(folder.glob("epoch_*")) if p.is_dir() and _epoch(p) not in wanted]
+        plan.remove += [path for name, epoch, path in dirs if name == stage.name and epoch not in wanted]
     plan.remove += _intermediate_checkpoints(run, keep)
     plan.freed = sum(_size(p) for p in plan.remove)
     return plan
-
-
-def _epoch(folder: Path) -> int | None:
-    digits = folder.name.removeprefix("epoch_")
-    return int(digits) if digits.isdigit() else None
 
 
 def _intermediate_checkpoints(run: RunFolder, keep: frozenset[str]) -> list[Path]:

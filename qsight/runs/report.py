@@ -19,6 +19,7 @@ from typing import Any
 from qsight.runs.catalog import KEY_METRICS, format_seconds, head_metrics
 from qsight.runs.curves import learning_curves
 from qsight.runs.folder import RunFolder
+from qsight.sinks.local import write_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -41,7 +42,7 @@ def write_report(run: RunFolder, out: Path | None = None) -> Path:
     """Write ``<run folder>/report.html`` (or `out`) and return its path."""
     target = out if out is not None else run.path / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_report(run), encoding="utf-8")
+    write_atomic(target, render_report(run))
     return target
 
 
@@ -138,7 +139,7 @@ def _class_names(run: RunFolder) -> list[str]:
     names = (run.summary or {}).get("class_names")
     if isinstance(names, list) and names:
         return [str(n) for n in names]
-    for _, _, folder in reversed(_epoch_dirs(run)):
+    for _, _, folder in reversed(run.epoch_dirs()):
         for path in sorted(folder.glob("confusion_*.csv")):
             try:
                 with path.open(newline="", encoding="utf-8") as handle:
@@ -168,7 +169,7 @@ def _final_metrics(run: RunFolder) -> str:
 def _best_epochs(run: RunFolder) -> str:
     stages = run.stage_epochs()
     rows = [[s.name, str(len(s.epochs)), str(s.best) if s.best is not None else "–", s.monitor,
-             _number(_metric_at(run, s.name, s.best, s.monitor))] for s in stages]
+             _number(s.best_value)] for s in stages]
     parts = ["<h2>Best epochs</h2>"]
     best = (run.summary or {}).get("best")
     if isinstance(best, dict) and "stage" in best:
@@ -180,13 +181,6 @@ def _best_epochs(run: RunFolder) -> str:
     return "\n".join(parts)
 
 
-def _metric_at(run: RunFolder, stage: str, epoch: int | None, key: str) -> Any:
-    for row in reversed(run.metrics):
-        if row.get("stage") == stage and row.get("epoch") == epoch and key in row:
-            return row[key]
-    return None
-
-
 def _curves(run: RunFolder) -> str:
     png = learning_curves(run.metrics)
     body = (_image(png, "learning curves", "per head; dashed lines mark stage boundaries") if png
@@ -194,26 +188,10 @@ def _curves(run: RunFolder) -> str:
     return "<h2>Learning curves</h2>\n" + body
 
 
-def _epoch_dirs(run: RunFolder) -> list[tuple[str, int, Path]]:
-    """Every ``visualizations/<stage>/epoch_<NN>`` folder, stages in spec order (others after), epochs ascending."""
-    root = run.path / "visualizations"
-    if not root.is_dir():
-        return []
-    order = [s.name for s in run.stage_epochs()]
-    stages = [p for p in root.iterdir() if p.is_dir()]
-    stages.sort(key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
-    found = []
-    for stage in stages:
-        for folder in stage.glob("epoch_*"):
-            if folder.is_dir() and folder.name[6:].isdigit():
-                found.append((stage.name, int(folder.name[6:]), folder))
-    return sorted(found, key=lambda item: (stages.index(item[2].parent), item[1]))
-
-
 def _confusions(run: RunFolder) -> str:
     """Each head's latest confusion matrix (heads trained in an earlier stage keep their last one)."""
     latest: dict[str, tuple[str, Path]] = {}
-    for stage, epoch, folder in _epoch_dirs(run):
+    for stage, epoch, folder in run.epoch_dirs():
         for path in sorted(folder.glob("confusion_*.png")):
             latest[path.stem.removeprefix("confusion_")] = (f"{stage}, epoch {epoch}", path)
     if not latest:
@@ -225,7 +203,7 @@ def _confusions(run: RunFolder) -> str:
 
 
 def _gradcam(run: RunFolder) -> str:
-    for stage, epoch, folder in reversed(_epoch_dirs(run)):
+    for stage, epoch, folder in reversed(run.epoch_dirs()):
         collage = folder / "gradcam" / "collage.png"
         if collage.is_file():
             return "<h2>Grad-CAM</h2>\n" + _png_file(collage, "Grad-CAM collage", f"{stage}, epoch {epoch}")
