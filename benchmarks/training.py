@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from qsight.experiment import build_data, build_hybrid
-from qsight.overrides import apply_overrides
-from qsight.spec import ExperimentSpec, validate_spec
+from qsight.config.overrides import apply_overrides
+from qsight.config.spec import ExperimentSpec, validate_spec
+from qsight.experiment.build import build_data, build_hybrid
 from qsight.training.checkpoints import CheckpointStore
 from qsight.training.loop import StepContext, predict
 from qsight.training.optim import make_optimizer, make_scheduler

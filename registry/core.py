@@ -8,12 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-
-if TYPE_CHECKING:
-    from registry.schema import ComponentRef
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -152,12 +149,6 @@ class Registry(Generic[T]):
     def entries(self, pattern: str = "*") -> list[Entry[T]]:
         """Entries whose names match `pattern`, sorted by name."""
         return [self._entries[n] for n in self.names(pattern)]
-
-    def ref(self, *, tag: str = "type", default: str | None = None) -> ComponentRef:
-        """A pydantic annotation validating a table that names one of these components."""
-        from registry.schema import ComponentRef
-
-        return ComponentRef(self, tag=tag, default=default)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -35,7 +35,7 @@ def tagged_model(entry: Entry[Any], tag: str = "type") -> type[Params]:
 
 
 class ComponentRef:
-    """Annotation (``Annotated[Params, REGISTRY.ref()]``) for a component table.
+    """Annotation (``Annotated[Params, ComponentRef(REGISTRY)]``) for a component table.
 
     The union of accepted components is read from the registry each time a
     schema is generated, so components registered by plugins take part as long

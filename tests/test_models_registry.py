@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from qsight.components import BACKBONES, HEADS
+from qsight.config.spec import ModelSpec, ensure_ready
 from qsight.errors import BadInputError
-from qsight.spec import ModelSpec, ensure_ready
 
 
 def test_import_is_light() -> None:

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qsight.config.spec import ModelSpec, StageConfig, ensure_ready
 from qsight.errors import BadInputError
 from qsight.models import HybridModel, build_model
-from qsight.spec import ModelSpec, StageConfig, ensure_ready
 
 NUM_CLASSES = 5
 ALL = ["backbone", "neck", "heads.lin", "heads.mlp", "combiner"]

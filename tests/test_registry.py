@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from registry import (
     BUILTIN,
+    ComponentRef,
     DuplicateComponentError,
     Params,
     Registry,
@@ -70,7 +71,7 @@ def test_ref_validates_params_of_the_named_component() -> None:
     reg = make()
 
     class Holder(BaseModel):
-        sampler: Annotated[Params, reg.ref(default="torch-exact")]
+        sampler: Annotated[Params, ComponentRef(reg, default="torch-exact")]
 
     aer = Holder.model_validate({"sampler": {"type": "aer", "shots": 5}}).sampler
     assert isinstance(aer, ShotParams) and aer.shots == 5 and aer.type == "aer"

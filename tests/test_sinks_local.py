@@ -133,7 +133,7 @@ def test_builtin_sinks_are_registered_with_strict_params() -> None:
 def test_spec_sink_tables_build_labelled_sinks(tmp_path: Path) -> None:
     from pydantic import TypeAdapter
 
-    from qsight.spec import SinkRef
+    from qsight.config.spec import SinkRef
 
     tables = {"screen": {"type": "console"}, "files": {"type": "local", "flush_every": 5}}
     sinks = build_sinks(TypeAdapter(dict[str, SinkRef]).validate_python(tables))

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from qsight.config.overrides import OverrideError, apply_overrides, parse_value
+from qsight.config.spec import ExperimentSpec, SpecError, StageConfig, load_spec, spec_schema, validate_spec
 from qsight.errors import BadInputError
-from qsight.overrides import OverrideError, apply_overrides, parse_value
-from qsight.spec import ExperimentSpec, SpecError, StageConfig, load_spec, spec_schema, validate_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qsight.spec import StageConfig
+from qsight.config.spec import StageConfig
 from qsight.training.checkpoints import CheckpointStore, load_checkpoint, save_atomic
 from qsight.training.optim import lr_factor
 from qsight.training.parallel import ShardedBatchSampler, use_data_parallel
@@ -105,8 +105,8 @@ def test_early_stopping_and_run_state_round_trip() -> None:
 
 
 def test_feature_cache_gives_the_heads_the_outputs_of_the_full_model() -> None:
+    from qsight.config.spec import ModelSpec, ensure_ready
     from qsight.models import build_model
-    from qsight.spec import ModelSpec, ensure_ready
     from qsight.training.feature_cache import compute_features
 
     ensure_ready()

@@ -23,7 +23,7 @@ from qsight.models.stages import (
 )
 
 if TYPE_CHECKING:
-    from qsight.spec import ModelSpec
+    from qsight.config.spec import ModelSpec
     from registry import Params, Registry
 
 _HEADS = "heads."

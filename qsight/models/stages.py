@@ -21,7 +21,7 @@ ENSEMBLE = "ensemble"
 
 
 class StageLike(Protocol):
-    """What the model reads from a `qsight.spec.StageConfig`."""
+    """What the model reads from a `qsight.config.spec.StageConfig`."""
 
     @property
     def heads(self) -> Sequence[str]: ...

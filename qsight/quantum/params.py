@@ -9,7 +9,7 @@ from pydantic import Field
 
 from qsight.components import SAMPLERS
 from qsight.models.params import HeadParams
-from registry import Params
+from registry import ComponentRef, Params
 
 FeatureMap = Literal["zz", "z", "angle"]
 Ansatz = Literal["real-amplitudes", "efficient-su2"]
@@ -52,7 +52,7 @@ class AerParams(Params):
     )
 
 
-SamplerRef = Annotated[Params, SAMPLERS.ref(default="torch-exact")]
+SamplerRef = Annotated[Params, ComponentRef(SAMPLERS, default="torch-exact")]
 
 
 class QuantumHeadParams(HeadParams):

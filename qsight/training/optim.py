@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from qsight.spec import StageConfig
+from qsight.config.spec import StageConfig
 
 
 def make_optimizer(stage: StageConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:

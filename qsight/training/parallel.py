@@ -12,8 +12,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Sampler
 
+from qsight.config.spec import StageConfig
 from qsight.models.output import ModelOutput
-from qsight.spec import StageConfig
 
 log = logging.getLogger("qsight.training")
 

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from qsight.config.spec import ExperimentSpec, StageConfig
 from qsight.data.base import DataBundle
 from qsight.evaluation import GradCamResult, choose_samples, evaluate, explain, write_report
 from qsight.sinks.fanout import SinkSet
-from qsight.spec import ExperimentSpec, StageConfig
 from qsight.training.loop import EpochStats, predict
 
 log = logging.getLogger("qsight.training")

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from qsight.spec import StageConfig
+from qsight.config.spec import StageConfig
 
 
 @dataclass

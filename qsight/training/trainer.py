@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from qsight.config.spec import ExperimentSpec, StageConfig
 from qsight.data.base import DataBundle
 from qsight.models.hybrid import HybridModel
-from qsight.spec import ExperimentSpec, StageConfig
 from qsight.training.checkpoints import CheckpointStore
 from qsight.training.feature_cache import FeatureDataset, compute_features
 from qsight.training.loop import StepContext, train_epoch

@@ -1,4 +1,4 @@
-"""An Experiment: the built parts of one spec (data, model, sinks, Trainer) and its execution."""
+"""Build an Experiment from a spec (data, model, sinks, Trainer) and execute it."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import torch
 import torch.distributed as tdist
 
 from qsight.components import DATASETS
+from qsight.config.spec import ExperimentSpec
 from qsight.data.base import DataBundle, DataContext
 from qsight.errors import BadInputError, RunFailedError
+from qsight.experiment.result import RunResult
 from qsight.models.hybrid import HybridModel, build_model
-from qsight.runner import RunResult
 from qsight.sinks import RunInfo, SinkSet, build_sinks
-from qsight.spec import ExperimentSpec
 from qsight.training.checkpoints import CheckpointStore, load_checkpoint
 from qsight.training.parallel import DistInfo, init_distributed
 from qsight.training.progress import make_progress

@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from qsight.cli_io import Format, err, exit_codes, out
+from qsight.cli.output import Format, err, exit_codes, out
 from qsight.errors import BadInputError
 
 runs_app = typer.Typer(

@@ -11,10 +11,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qsight.components import BACKBONES, DATASETS, HEADS, SINKS, load_components, registered_count
+from qsight.config.overrides import apply_overrides
 from qsight.errors import BadInputError
 from qsight.models.params import CombinerSpec, NeckSpec
-from qsight.overrides import apply_overrides
-from registry import Params, unknown_message
+from registry import ComponentRef, Params, unknown_message
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 METRIC_PATTERN = r"^(train|val)/[A-Za-z0-9_.-]+/[A-Za-z0-9_]+$"
@@ -60,14 +60,14 @@ class StageConfig(_Strict):
     anneal: AnnealConfig | None = None
 
 
-SinkRef = Annotated[Params, SINKS.ref()]
-HeadRef = Annotated[Params, HEADS.ref()]
+SinkRef = Annotated[Params, ComponentRef(SINKS)]
+HeadRef = Annotated[Params, ComponentRef(HEADS)]
 
 
 class ModelSpec(_Strict):
     """Backbone, optional neck, named heads and the ensemble combiner."""
 
-    backbone: Annotated[Params, BACKBONES.ref(default="timm")] = Field(
+    backbone: Annotated[Params, ComponentRef(BACKBONES, default="timm")] = Field(
         default_factory=lambda: {"type": "timm"}, validate_default=True
     )
     neck: NeckSpec | None = Field(default_factory=NeckSpec)
@@ -117,7 +117,7 @@ class ExperimentSpec(_Strict):
     name: str = Field(pattern=_NAME, description="MLflow experiment / WandB project name")
     description: str = ""
     seed: int = Field(42, ge=0, le=2**32 - 1)
-    data: Annotated[Params, DATASETS.ref(default="synthetic-fundus")] = Field(
+    data: Annotated[Params, ComponentRef(DATASETS, default="synthetic-fundus")] = Field(
         default_factory=lambda: {"type": "synthetic-fundus"}, validate_default=True
     )
     model: ModelSpec

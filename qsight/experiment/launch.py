@@ -1,4 +1,4 @@
-"""From a spec file to a finished run folder: build the parts, run the Trainer, close the sinks."""
+"""Launch a run: resolve spec and folder (new or resumed), build the Experiment, execute it."""
 
 from __future__ import annotations
 
@@ -7,24 +7,13 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from qsight.config.spec import ExperimentSpec, load_spec
 from qsight.errors import BadInputError, RunFailedError
-from qsight.spec import ExperimentSpec, load_spec
+from qsight.experiment.result import RunResult
 
 log = logging.getLogger("qsight")
-
-
-@dataclass
-class RunResult:
-    """How a run ended and where it lives."""
-
-    run_dir: Path
-    status: str
-    message: str = ""
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def new_run_id() -> str:
@@ -86,7 +75,7 @@ def run_experiment(
 ) -> RunResult:
     """Run (or resume) one experiment; returns how it ended. Bad input raises `BadInputError`."""
     spec, folder, resuming = resolve_run(spec_path, overrides, run_dir, resume)
-    from qsight.experiment import Experiment
+    from qsight.experiment.build import Experiment
 
     exp = Experiment.build(spec, folder, dry_run=dry_run, progress=progress)
     if resuming:

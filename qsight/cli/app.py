@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from qsight.cli_io import Format, err, out
-from qsight.cli_io import exit_codes as _exit_codes
-from qsight.cli_runs import report, runs_app
+from qsight.cli.output import Format, err, out
+from qsight.cli.output import exit_codes as _exit_codes
+from qsight.cli.runs import report, runs_app
 
 app = typer.Typer(
     name="qsight",
@@ -34,7 +34,7 @@ SetOpt = Annotated[
 @app.command()
 def validate(spec: SpecArg, set_: SetOpt = None) -> None:
     """Check a spec (and overrides) without running it: exit 0 valid, 2 invalid."""
-    from qsight.spec import load_spec
+    from qsight.config.spec import load_spec
 
     with _exit_codes():
         parsed = load_spec(spec, set_ or [])
@@ -60,7 +60,7 @@ def run(
 ) -> None:
     """Train and evaluate one experiment; artifacts go to the run folder, then the sinks."""
     with _exit_codes():
-        from qsight.runner import run_experiment
+        from qsight.experiment.launch import run_experiment
 
         result = run_experiment(spec, set_ or [], run_dir=run_dir, resume=resume, dry_run=dry_run)
         out.print(f"run folder: {result.run_dir}", highlight=False)
@@ -117,7 +117,7 @@ def _print_components(data: dict[str, list[dict[str, Any]]]) -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON schema of experiment specs (all registered components included)."""
-    from qsight.spec import spec_schema
+    from qsight.config.spec import spec_schema
 
     with _exit_codes():
         typer.echo(json.dumps(spec_schema(), indent=2))
