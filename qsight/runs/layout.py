@@ -142,7 +142,7 @@ def atomic_writer(path: Path, mode: Literal["w", "wb"] = "wb") -> Iterator[IO[An
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
+        with os.fdopen(fd, mode, encoding="utf-8" if mode == "w" else None) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
