@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 V = TypeVar("V")
 
@@ -17,7 +17,7 @@ TOTAL = "total"  # the head name under which the summed training loss is logged
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 METRIC_PATTERN = r"^(train|val|test)/[A-Za-z0-9_.-]+/[A-Za-z0-9_]+$"
 DEFAULT_MONITOR = "val/ensemble/qwk"
-DEFAULT_MONITOR_MODE = "max"
+DEFAULT_MONITOR_MODE: Final = "max"
 
 
 class MetricName(NamedTuple):

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from qsight.cli.output import Format, err, exit_codes, out
 from qsight.errors import BadInputError
+from qsight.metric_names import ENSEMBLE
 
 runs_app = typer.Typer(
     help="List, compare, prune and archive run folders (under --root, default ./reports).",
@@ -53,7 +54,8 @@ def list_runs(
 ) -> None:
     """Every run, newest first: status, start, duration, final QWK per head."""
     from qsight.runs.catalog import format_seconds, run_row
-    from qsight.runs.folder import STATUSES, find_runs
+    from qsight.runs.folder import find_runs
+    from qsight.runs.layout import STATUSES
 
     with exit_codes():
         if status is not None and status not in STATUSES:
@@ -79,7 +81,7 @@ def list_runs(
             style = _STATUS_STYLE.get(r.status, "")
             started = (r.started or "-").replace("T", " ")[:16]  # UTC
             qwks = [_fmt(r.heads.get(h, {}).get("qwk")) for h in heads]
-            acc = _fmt(r.heads.get("ensemble", {}).get("accuracy"))
+            acc = _fmt(r.heads.get(ENSEMBLE, {}).get("accuracy"))
             table.add_row(r.experiment, r.run_id, f"[{style}]{r.status}[/]", started, format_seconds(r.seconds),
                           *qwks, acc)
         _print_table(table)

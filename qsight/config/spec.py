@@ -13,11 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from qsight.components import BACKBONES, DATASETS, HEADS, SINKS, load_components, registered_count
 from qsight.config.overrides import apply_overrides
 from qsight.errors import BadInputError
+from qsight.metric_names import (
+    DEFAULT_MONITOR,
+    DEFAULT_MONITOR_MODE,
+    ENSEMBLE,
+    METRIC_PATTERN,
+    NAME_PATTERN,
+    monitor_head,
+)
 from qsight.models.params import CombinerSpec, NeckSpec
 from registry import ComponentRef, Params, unknown_message
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-METRIC_PATTERN = r"^(train|val)/[A-Za-z0-9_.-]+/[A-Za-z0-9_]+$"
+_NAME = NAME_PATTERN
 
 
 class _Strict(BaseModel):
@@ -51,8 +58,8 @@ class StageConfig(_Strict):
     grad_accumulation: int = Field(1, ge=1, le=1024)
     grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; none disables clipping")
     patience: int | None = Field(None, ge=1, description="early stopping: epochs without improvement")
-    monitor: str = Field("val/ensemble/qwk", pattern=METRIC_PATTERN)
-    monitor_mode: Literal["max", "min"] = "max"
+    monitor: str = Field(DEFAULT_MONITOR, pattern=METRIC_PATTERN)
+    monitor_mode: Literal["max", "min"] = DEFAULT_MONITOR_MODE
     restore_best: bool = Field(False, description="end the stage with the weights of its best epoch (by monitor)")
     loss_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     data_parallel: Literal["auto", "never", "force"] = "auto"
@@ -77,8 +84,8 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _head_names(self) -> ModelSpec:
         for name in self.heads:
-            if not re.match(_NAME, name) or name == "ensemble":
-                raise ValueError(f"head name {name!r} must match {_NAME} and not be 'ensemble'")
+            if not re.match(_NAME, name) or name == ENSEMBLE:
+                raise ValueError(f"head name {name!r} must match {_NAME} and not be {ENSEMBLE!r}")
         return self
 
 
@@ -209,9 +216,9 @@ def check_references(spec: ExperimentSpec) -> list[tuple[str, str]]:
         upstream = [m for m in stage.train if m in ("backbone", "neck")]
         if stage.cache_features is True and upstream:
             issues.append((f"{key}.cache_features", f"features cannot be cached while {upstream} train"))
-        monitor_head = stage.monitor.split("/")[1]
-        if monitor_head != "ensemble" and monitor_head not in stage.heads:
-            issues.append((f"{key}.monitor", f"head {monitor_head!r} is not active in this stage"))
+        watched = monitor_head(stage.monitor)
+        if watched != ENSEMBLE and watched not in stage.heads:
+            issues.append((f"{key}.monitor", f"head {watched!r} is not active in this stage"))
     return issues
 
 

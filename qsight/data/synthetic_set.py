@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from qsight.data.datasets import ArrayDataset
 from qsight.data.params import DR_GRADE_NAMES, SyntheticFundusParams
 from qsight.data.synthetic import GENERATOR_VERSION, generate_split, quota_labels
 from qsight.data.transforms import eval_transform, train_transform
+from qsight.runs.layout import atomic_writer
 
 _CHUNK = 128  # images per worker task
 _PARALLEL_MIN_PIXELS = 600 * 128 * 128  # below this, starting processes costs more than it saves
@@ -107,22 +107,15 @@ def synthetic_arrays(params: SyntheticFundusParams, seed: int, cache_dir: Path |
 
 
 def _save(path: Path, a: SyntheticArrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                train_images=a.train_images,
-                train_labels=a.train_labels,
-                val_images=a.val_images,
-                val_labels=a.val_labels,
-                val_masks=np.packbits(a.val_masks, axis=-1),
-            )
-        os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_writer(path, "wb") as fh:  # concurrent runs never read a half-written file
+        np.savez(
+            fh,
+            train_images=a.train_images,
+            train_labels=a.train_labels,
+            val_images=a.val_images,
+            val_labels=a.val_labels,
+            val_masks=np.packbits(a.val_masks, axis=-1),
+        )
 
 
 def synthetic_fundus_dataset(params: SyntheticFundusParams, ctx: DataContext) -> DataBundle:

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-ENSEMBLE = "ensemble"
+from qsight.metric_names import order_heads
+
 Row = dict[str, str | int | float]
 
 
 def head_order(probs: Mapping[str, np.ndarray]) -> list[str]:
     """Head names in the given order, with ``ensemble`` moved last."""
-    return [h for h in probs if h != ENSEMBLE] + ([ENSEMBLE] if ENSEMBLE in probs else [])
+    return order_heads(probs)
 
 
 def confidence_rows(

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from qsight.evaluation.artifact import Artifact, safe_name
 from qsight.evaluation.layers import TargetLayer, resolve_target_layer, unwrap
 from qsight.evaluation.render import Panel, as_rgb_uint8, fit_map, overlay, save_collage, save_png
+from qsight.metric_names import ENSEMBLE
 
-ENSEMBLE = "ensemble"
 ClassSource = Literal["label", "predicted"]
 
 
@@ -74,7 +74,7 @@ def select_output(output: object, target: str) -> Tensor:
     if isinstance(output, Tensor):
         found = output if target == ENSEMBLE else None
     elif target == ENSEMBLE:
-        found = getattr(output, "ensemble", None)
+        found = getattr(output, "ensemble", None)  # ModelOutput.ensemble
     else:
         heads = getattr(output, "heads", None)
         found = heads.get(target) if isinstance(heads, Mapping) else None

@@ -111,5 +111,5 @@ def compute_metrics(
         if isinstance(start, str):
             raise ValueError(f"referable_from must be 'auto', an int or None; got {start!r}")
         for name, value in head_metrics(labels, head_probs, start).items():
-            metrics[f"{head}/{name}"] = value
+            metrics[f"{head}/{name}"] = value  # the split is prefixed by the caller (metric_names.prefixed)
     return metrics

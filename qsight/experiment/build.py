@@ -19,6 +19,7 @@ from qsight.data.base import DataBundle, DataContext
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
 from qsight.models.hybrid import HybridModel, build_model
+from qsight.runs.layout import RunLayout, write_atomic
 from qsight.sinks import RunInfo, SinkSet, build_sinks
 from qsight.training.checkpoints import CheckpointStore, load_checkpoint
 from qsight.training.parallel import DistInfo, init_distributed
@@ -146,7 +147,7 @@ class Experiment:
 
     def _write_error(self, text: str) -> None:
         if self.dist.is_main:
-            (self.run_dir / "error.log").write_text(text)
+            write_atomic(RunLayout(self.run_dir).error_log, text)
         log.error("run failed:\n%s", text)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from qsight.config.spec import ExperimentSpec, load_spec
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
+from qsight.runs.layout import RunLayout
 
 log = logging.getLogger("qsight")
 
@@ -28,11 +29,12 @@ def resolve_run(
     if resume is not None:
         if overrides or run_dir is not None:
             raise BadInputError("--resume continues a run as it was: drop --set and --run-dir")
-        if not (resume / "spec.toml").is_file():
+        layout = RunLayout(resume)
+        if not layout.spec.is_file():
             raise BadInputError(f"{resume}: not a qsight run folder (no spec.toml)")
-        if not (resume / "checkpoints" / "last.pt").is_file():
+        if not (layout.checkpoints / "last.pt").is_file():
             raise BadInputError(f"{resume}: no checkpoints/last.pt to resume from")
-        spec = load_spec(resume / "spec.toml")
+        spec = load_spec(layout.spec)
         if spec_path is not None and load_spec(spec_path).name != spec.name:
             raise BadInputError(f"{spec_path}: experiment differs from the one in {resume}/spec.toml")
         return spec, resume, True
@@ -48,7 +50,7 @@ def resolve_run(
 
 def trim_metrics(run_dir: Path, spec: ExperimentSpec, stage_index: int, epoch: int) -> None:
     """Drop metric lines logged after the checkpoint a resumed run restarts from."""
-    path = run_dir / "metrics.jsonl"
+    path = RunLayout(run_dir).metrics
     if not path.is_file():
         return
     order = {s.name: i for i, s in enumerate(spec.stages)}

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, Self
 from torch import Tensor, nn
 
 from qsight.errors import BadInputError
+from qsight.metric_names import ENSEMBLE
 from qsight.models.combiner import Combiner, GatedCombiner, build_combiner
 from qsight.models.neck import Neck
 from qsight.models.output import ModelOutput
 from qsight.models.stages import (
-    ENSEMBLE,
     StageLike,
     check_names,
     ensemble_nll,

@@ -17,8 +17,6 @@ from torch import Tensor
 from qsight.errors import BadInputError
 from registry import unknown_message
 
-ENSEMBLE = "ensemble"
-
 
 class StageLike(Protocol):
     """What the model reads from a `qsight.config.spec.StageConfig`."""

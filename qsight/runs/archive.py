@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 import time
 from datetime import UTC, datetime
@@ -19,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from qsight.errors import BadInputError
-from qsight.runs.folder import LOCK, RunFolder
+from qsight.runs.folder import RunFolder
+from qsight.runs.layout import LOCK, atomic_writer
 
 MANIFEST = "archive.json"
 SUFFIXES = (".tar.gz", ".tgz")
@@ -67,16 +67,11 @@ def archive_run(run: RunFolder, to: Path, *, force: bool = False) -> dict[str, A
     files = _members(run)
     meta = manifest(run, files)
     base = f"{run.experiment}/{run.run_id}"
-    tmp = to.with_name(f".{to.name}.partial")
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for path in files:
-                tar.add(path, arcname=f"{base}/{path.relative_to(run.path)}", recursive=False)
-            data = (json.dumps(meta, indent=2) + "\n").encode()
-            info = tarfile.TarInfo(f"{base}/{MANIFEST}")
-            info.size, info.mtime = len(data), int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, to)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(to, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+        for path in files:
+            tar.add(path, arcname=f"{base}/{path.relative_to(run.path)}", recursive=False)
+        data = (json.dumps(meta, indent=2) + "\n").encode()
+        info = tarfile.TarInfo(f"{base}/{MANIFEST}")
+        info.size, info.mtime = len(data), int(time.time())
+        tar.addfile(info, io.BytesIO(data))
     return meta

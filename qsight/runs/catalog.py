@@ -6,24 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qsight.metric_names import by_head, order_heads
 from qsight.runs.folder import RunFolder
 
 KEY_METRICS = ("qwk", "accuracy", "balanced_accuracy", "macro_f1", "referable_auc", "ece")
-_HEAD_ORDER = ("ensemble", "global", "compressed", "quantum")
-
-
-def head_metrics(metrics: Mapping[str, float], split: str = "val") -> dict[str, dict[str, float]]:
-    """``{"val/quantum/qwk": v}`` → ``{"quantum": {"qwk": v}}`` for one split, heads in a stable order."""
-    out: dict[str, dict[str, float]] = {}
-    for name, value in metrics.items():
-        parts = name.split("/")
-        if len(parts) == 3 and parts[0] == split:
-            out.setdefault(parts[1], {})[parts[2]] = value
-    return dict(sorted(out.items(), key=lambda kv: (_rank(kv[0]), kv[0])))
-
-
-def _rank(head: str) -> int:
-    return _HEAD_ORDER.index(head) if head in _HEAD_ORDER else len(_HEAD_ORDER)
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -59,7 +45,7 @@ class RunRow:
 
 def run_row(run: RunFolder) -> RunRow:
     """The list row of `run` (final validation metrics per head, key metrics only)."""
-    heads = {h: {k: v for k, v in m.items() if k in KEY_METRICS} for h, m in head_metrics(run.final).items()}
+    heads = {h: {k: v for k, v in m.items() if k in KEY_METRICS} for h, m in by_head(run.final).items()}
     started = run.started
     return RunRow(run.experiment, run.run_id, str(run.path), run.status,
                   started.isoformat(timespec="seconds") if started else None, run.seconds, heads)
@@ -100,8 +86,8 @@ def _natural(key: str) -> list[tuple[int, Any]]:
 
 def metric_table(runs: Sequence[RunFolder]) -> dict[str, dict[str, list[float | None]]]:
     """Per head, per metric: the final validation value of each run (None where absent)."""
-    per_run = [head_metrics(r.final) for r in runs]
-    heads = sorted({h for pr in per_run for h in pr}, key=lambda h: (_rank(h), h))
+    per_run = [by_head(r.final) for r in runs]
+    heads = order_heads(h for pr in per_run for h in pr)
     table: dict[str, dict[str, list[float | None]]] = {}
     for head in heads:
         names = sorted({m for pr in per_run for m in pr.get(head, {})}, key=_metric_rank)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,31 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from qsight.errors import BadInputError
-
-LOCK = "run.lock"
-STATUSES = ("running", "completed", "failed", "interrupted")
-DEFAULT_MONITOR = ("val/ensemble/qwk", "max")
-
-
-def write_lock(run_dir: Path) -> None:
-    """Mark a run as in progress: ``run.lock`` holds the pid, host and start time."""
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(UTC).isoformat()}
-    (run_dir / LOCK).write_text(json.dumps(info) + "\n", encoding="utf-8")
-
-
-def remove_lock(run_dir: Path) -> None:
-    """The run has ended (whatever its status)."""
-    (run_dir / LOCK).unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from qsight.runs.layout import (
+    DEFAULT_MONITOR,
+    DEFAULT_MONITOR_MODE,
+    END_STATUSES,
+    RunLayout,
+    best_epoch,
+    lock_is_live,
+    read_lock,
+)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -69,6 +51,7 @@ class RunFolder:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.layout = RunLayout(path)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -84,27 +67,27 @@ class RunFolder:
 
     @cached_property
     def summary(self) -> dict[str, Any] | None:
-        return _read_json(self.path / "summary.json")
+        return _read_json(self.layout.summary)
 
     @cached_property
     def environment(self) -> dict[str, Any]:
-        return _read_json(self.path / "environment.json") or {}
+        return _read_json(self.layout.environment) or {}
 
     @cached_property
     def lock(self) -> dict[str, Any] | None:
-        return _read_json(self.path / LOCK)
+        return read_lock(self.path)
 
     @cached_property
     def spec(self) -> dict[str, Any]:
         try:
-            return tomllib.loads((self.path / "spec.toml").read_text(encoding="utf-8"))
+            return tomllib.loads(self.layout.spec.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError):
             return {}
 
     @cached_property
     def metrics(self) -> list[dict[str, Any]]:
         """The lines of metrics.jsonl (a line cut short by a kill is skipped)."""
-        path = self.path / "metrics.jsonl"
+        path = self.layout.metrics
         if not path.is_file():
             return []
         rows = []
@@ -125,12 +108,9 @@ class RunFolder:
         """
         lock = self.lock
         if lock is not None:
-            same_host = lock.get("host") == socket.gethostname()
-            if not same_host or _alive(int(lock.get("pid", -1))):
-                return "running"
-            return "interrupted"
+            return "running" if lock_is_live(lock) else "interrupted"
         status = (self.summary or {}).get("status")
-        return str(status) if status in STATUSES else "interrupted"
+        return str(status) if status in END_STATUSES else "interrupted"
 
     @property
     def finished(self) -> bool:
@@ -147,7 +127,7 @@ class RunFolder:
                     return datetime.fromisoformat(stamp)
                 except ValueError:
                     pass
-        spec = self.path / "spec.toml"
+        spec = self.layout.spec
         return datetime.fromtimestamp(spec.stat().st_mtime, UTC) if spec.is_file() else None
 
     @property
@@ -172,17 +152,14 @@ class RunFolder:
         out = []
         for stage in self._stage_specs():
             name = str(stage.get("name"))
-            monitor = str(stage.get("monitor", DEFAULT_MONITOR[0]))
-            sign = -1.0 if stage.get("monitor_mode", DEFAULT_MONITOR[1]) == "min" else 1.0
+            monitor = str(stage.get("monitor", DEFAULT_MONITOR))
+            mode = str(stage.get("monitor_mode", DEFAULT_MONITOR_MODE))
             values: dict[int, float] = {}
             for row in self.metrics:
                 if row.get("stage") == name and isinstance(row.get(monitor), int | float):
                     values[int(row["epoch"])] = float(row[monitor])
             epochs = sorted(values) or self._epoch_folders(name)
-            best = None
-            for e in sorted(values):  # strict improvement: the first best epoch wins, as in training
-                if best is None or sign * values[e] > sign * values[best]:
-                    best = e
+            best = best_epoch(values, mode)
             out.append(StageEpochs(name, tuple(epochs), best, monitor, None if best is None else values[best]))
         return out
 
@@ -190,7 +167,7 @@ class RunFolder:
         stages = self.spec.get("stages")
         if isinstance(stages, list) and stages:
             return [s for s in stages if isinstance(s, dict)]
-        viz = self.path / "visualizations"
+        viz = self.layout.visualizations
         return [{"name": p.name} for p in sorted(viz.iterdir())] if viz.is_dir() else []
 
     def _epoch_folders(self, stage: str) -> list[int]:
@@ -199,7 +176,7 @@ class RunFolder:
     def epoch_dirs(self) -> list[tuple[str, int, Path]]:
         """Every ``visualizations/<stage>/epoch_<NN>`` folder as (stage, epoch, path): stages in spec
         order (others after, by name), epochs ascending."""
-        root = self.path / "visualizations"
+        root = self.layout.visualizations
         if not root.is_dir():
             return []
         order = [str(s.get("name")) for s in self._stage_specs()]
@@ -207,14 +184,13 @@ class RunFolder:
                         key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
         found: list[tuple[str, int, Path]] = []
         for stage in stages:
-            epochs = [(int(p.name[6:]), p) for p in stage.glob("epoch_*") if p.is_dir() and p.name[6:].isdigit()]
-            found += [(stage.name, e, p) for e, p in sorted(epochs)]
+            found += [(stage.name, e, p) for e, p in self.layout.epoch_dirs(stage.name)]
         return found
 
 
 def is_run_folder(path: Path) -> bool:
     """A folder holding a run's spec.toml."""
-    return (path / "spec.toml").is_file()
+    return RunLayout(path).spec.is_file()
 
 
 def find_runs(root: Path) -> list[RunFolder]:

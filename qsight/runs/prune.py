@@ -67,7 +67,7 @@ def plan_prune(run: RunFolder, keep: frozenset[str]) -> PrunePlan:
 
 def _intermediate_checkpoints(run: RunFolder, keep: frozenset[str]) -> list[Path]:
     """Checkpoint files other than best.pt and last.pt; stage-end ones are kept with ``last``."""
-    folder = run.path / "checkpoints"
+    folder = run.layout.checkpoints
     if not folder.is_dir():
         return []
     out = []

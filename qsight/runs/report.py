@@ -16,10 +16,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from qsight.runs.catalog import KEY_METRICS, format_seconds, head_metrics
+from qsight.metric_names import by_head, metric_key
+from qsight.runs import layout
+from qsight.runs.catalog import KEY_METRICS, format_seconds
 from qsight.runs.curves import learning_curves
 from qsight.runs.folder import RunFolder
-from qsight.sinks.local import write_atomic
+from qsight.runs.layout import write_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -150,17 +152,17 @@ def _class_names(run: RunFolder) -> list[str]:
 
 
 def _absent_files(run: RunFolder) -> list[str]:
-    wanted = ("spec.toml", "summary.json", "metrics.jsonl", "environment.json", "visualizations")
+    wanted = (layout.SPEC, layout.SUMMARY, layout.METRICS, layout.ENVIRONMENT, layout.VISUALIZATIONS)
     return [name for name in wanted if not (run.path / name).exists()]
 
 
 def _final_metrics(run: RunFolder) -> str:
     final = run.final
-    heads = list(head_metrics(final))
+    heads = list(by_head(final))
     if not heads:
         return "<h2>Final metrics</h2>\n" + _missing("No validation metrics were logged.")
-    columns = [m for m in KEY_METRICS if any(f"val/{h}/{m}" in final for h in heads)]
-    rows = [[head, *(_number(final.get(f"val/{head}/{m}")) for m in columns)] for head in heads]
+    columns = [m for m in KEY_METRICS if any(metric_key("val", h, m) in final for h in heads)]
+    rows = [[head, *(_number(final.get(metric_key("val", head, m))) for m in columns)] for head in heads]
     source = "summary.json" if run.summary and run.summary.get("final") else "the last logged epoch (no summary.json)"
     return (f"<h2>Final metrics</h2>\n<p>Validation, from {escape(source)}.</p>\n"
             + _table(["head", *columns], rows))
@@ -196,7 +198,7 @@ def _confusions(run: RunFolder) -> str:
             latest[path.stem.removeprefix("confusion_")] = (f"{stage}, epoch {epoch}", path)
     if not latest:
         return "<h2>Confusion matrices</h2>\n" + _missing("No confusion matrices in visualizations/.")
-    order = list(head_metrics(run.final))
+    order = list(by_head(run.final))
     heads = sorted(latest, key=lambda h: (order.index(h) if h in order else len(order), h))
     figures = [_png_file(latest[h][1], f"confusion matrix of {h}", f"{h} ({latest[h][0]})") for h in heads]
     return '<h2>Confusion matrices</h2>\n<div class="pair">' + "".join(figures) + "</div>"
@@ -212,7 +214,7 @@ def _gradcam(run: RunFolder) -> str:
 
 def _spec(run: RunFolder) -> str:
     try:
-        text = (run.path / "spec.toml").read_text(encoding="utf-8", errors="replace")
+        text = run.layout.spec.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "<h2>Spec</h2>\n" + _missing("No spec.toml.")
     return f"<h2>Spec</h2>\n<pre>{escape(text)}</pre>"

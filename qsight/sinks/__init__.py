@@ -6,12 +6,11 @@ Importing this package is cheap: implementations (rich, wandb, mlflow) load in t
 from __future__ import annotations
 
 from qsight.components import SINKS
-from qsight.sinks.base import STATUSES, BaseSink, RunInfo, Sink
+from qsight.sinks.base import BaseSink, RunInfo, Sink
 from qsight.sinks.fanout import SinkSet, build_sinks
 from qsight.sinks.params import ConsoleParams, LocalParams, MlflowParams, SinkParams, WandbParams
 
 __all__ = [
-    "STATUSES",
     "BaseSink",
     "ConsoleParams",
     "LocalParams",

@@ -7,9 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-#: qsight's run statuses (summary.json "status").
-STATUSES = ("completed", "failed", "interrupted")
-
 
 @dataclass(frozen=True)
 class RunInfo:

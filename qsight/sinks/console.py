@@ -5,16 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from qsight.metric_names import order_heads, parse_metric
 from qsight.sinks.base import BaseSink, RunInfo
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-
-def split_metric(name: str) -> tuple[str, str, str] | None:
-    """'val/ensemble/qwk' -> ('val', 'ensemble', 'qwk'); None for other shapes."""
-    parts = name.split("/")
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
 def pick_columns(names: set[str], preferred: Sequence[str], limit: int) -> list[str]:
@@ -56,7 +51,7 @@ class ConsoleSink(BaseSink):
     def log_metrics(self, metrics: Mapping[str, float], step: int, context: Mapping[str, Any]) -> None:
         """Print a table when the metrics hold validation results; ignore the rest."""
         rows: dict[str, dict[str, float]] = {}
-        parts = [(p, v) for p, v in ((split_metric(k), v) for k, v in metrics.items()) if p]
+        parts = [(p, v) for p, v in ((parse_metric(k), v) for k, v in metrics.items()) if p]
         for (split, head, metric), value in parts:
             if split == "val":
                 rows.setdefault(head, {})[metric] = value
@@ -76,8 +71,7 @@ class ConsoleSink(BaseSink):
         table.add_column("head", style="bold")
         for col in cols:
             table.add_column(col, justify="right")
-        order = sorted(rows, key=lambda h: (h == "ensemble", h))
-        for head in order:
+        for head in order_heads(rows):
             table.add_row(head, *(_fmt(rows[head].get(c)) for c in cols))
         return table
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from qsight.runs.folder import remove_lock, write_lock
+from qsight.runs.layout import RunLayout, remove_lock, write_atomic, write_lock
 from qsight.sinks.base import BaseSink, RunInfo
 from qsight.sinks.environment import collect_environment
 
@@ -43,13 +42,6 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class LocalSink(BaseSink):
     """Writes the run folder's bookkeeping files; images and tables are already there."""
 
@@ -74,13 +66,14 @@ class LocalSink(BaseSink):
         self.run = run
         run.run_dir.mkdir(parents=True, exist_ok=True)
         write_lock(run.run_dir)
-        write_atomic(run.run_dir / "spec.toml", tomli_w.dumps(drop_none(run.spec)))
+        layout = RunLayout(run.run_dir)
+        write_atomic(layout.spec, tomli_w.dumps(drop_none(run.spec)))
         self.write_environment({})
-        self._metrics = (run.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+        self._metrics = layout.metrics.open("a", encoding="utf-8")
 
     def write_environment(self, extra: Mapping[str, Any]) -> None:
         """(Re)write environment.json, merging `extra` into any extra written before."""
-        path = self.run_dir / "environment.json"
+        path = RunLayout(self.run_dir).environment
         merged: dict[str, Any] = {}
         if path.is_file():
             merged = dict(json.loads(path.read_text(encoding="utf-8")).get("extra", {}))
@@ -134,4 +127,4 @@ class LocalSink(BaseSink):
         }
         data.update({k: v for k, v in summary.items() if k not in SUMMARY_KEYS})
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.run_dir / "summary.json", json.dumps(json_safe(data), indent=2) + "\n")
+        write_atomic(RunLayout(self.run_dir).summary, json.dumps(json_safe(data), indent=2) + "\n")

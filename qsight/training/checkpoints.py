@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from qsight.errors import BadInputError
+from qsight.runs.layout import RunLayout
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -45,7 +46,7 @@ class CheckpointStore:
     """``checkpoints/last.pt``, ``best.pt`` and ``stage-<name>.pt`` of one run."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.folder = run_dir / "checkpoints"
+        self.folder = RunLayout(run_dir).checkpoints
 
     @property
     def last(self) -> Path:

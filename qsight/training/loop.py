@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from qsight.errors import RunFailedError
+from qsight.metric_names import ENSEMBLE
 
 Batch = tuple[Any, Tensor]
 LossFn = Callable[[Any, Tensor], tuple[Tensor, dict[str, Tensor]]]
@@ -135,6 +136,6 @@ def predict(
         out = forward(to_device(x, device))
         for name, logits in out.heads.items():
             probs.setdefault(name, []).append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-        probs.setdefault("ensemble", []).append(out.ensemble.float().exp().cpu().numpy())
+        probs.setdefault(ENSEMBLE, []).append(out.ensemble.float().exp().cpu().numpy())
         labels.append(y.numpy())
     return Predictions(np.concatenate(labels), {k: np.concatenate(v) for k, v in probs.items()})

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import Sampler
 
 from qsight.config.spec import StageConfig
+from qsight.metric_names import ENSEMBLE
 from qsight.models.output import ModelOutput
 
 log = logging.getLogger("qsight.training")
@@ -77,7 +78,7 @@ class _AsDict(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         out = self.net(x)
-        return {"ensemble": out.ensemble, **{f"head:{k}": v for k, v in out.heads.items()}}
+        return {ENSEMBLE: out.ensemble, **{f"head:{k}": v for k, v in out.heads.items()}}
 
 
 class DataParallelOutput(nn.Module):
@@ -90,7 +91,7 @@ class DataParallelOutput(nn.Module):
     def forward(self, x: Tensor) -> ModelOutput:
         out: dict[str, Tensor] = self.parallel(x)
         heads = {k[len("head:") :]: v for k, v in out.items() if k.startswith("head:")}
-        return ModelOutput(heads, out["ensemble"])
+        return ModelOutput(heads, out[ENSEMBLE])
 
 
 class ShardedBatchSampler(Sampler[list[int]]):

@@ -14,15 +14,12 @@ from torch.utils.data import DataLoader, Dataset
 from qsight.config.spec import ExperimentSpec, StageConfig
 from qsight.data.base import DataBundle
 from qsight.evaluation import GradCamResult, choose_samples, evaluate, explain, write_report
+from qsight.metric_names import ENSEMBLE, loss_head, metric_key, prefixed
+from qsight.runs.layout import RunLayout
 from qsight.sinks.fanout import SinkSet
 from qsight.training.loop import EpochStats, predict
 
 log = logging.getLogger("qsight.training")
-
-
-def epoch_folder(run_dir: Path, stage: str, epoch: int) -> Path:
-    """``visualizations/<stage>/epoch_<NN>`` (epochs counted from 1)."""
-    return run_dir / "visualizations" / stage / f"epoch_{epoch + 1:02d}"
 
 
 class EpochReporter:
@@ -65,18 +62,18 @@ class EpochReporter:
         preds = predict(net, loader, self.device, limit=1 if self.dry_run else None)
         n = len(preds.labels)
         report = evaluate(preds.labels, preds.probs, self.data.class_names, list(self.data.val_ids)[:n])
-        metrics = {f"val/{k}": float(v) for k, v in report.metrics.items()}
-        metrics.update({f"train/{'total' if k == 'loss' else k}/loss": v for k, v in stats.losses.items()})
+        metrics = prefixed("val", {k: float(v) for k, v in report.metrics.items()})
+        metrics.update({metric_key("train", loss_head(k), "loss"): v for k, v in stats.losses.items()})
         metrics["train/epoch_seconds"] = stats.seconds
         metrics["train/samples_per_second"] = stats.samples / max(stats.seconds, 1e-9)
         if self.sinks is None:
             return metrics
-        folder = epoch_folder(self.run_dir, stage.name, epoch)
+        folder = RunLayout(self.run_dir).epoch_dir(stage.name, epoch + 1)
         artifacts = list(write_report(report, folder))
         if self._explain_due(stage, epoch):
             cams = self._explain(stage, folder / "gradcam")
             artifacts += cams.artifacts()
-            metrics.update({f"val/{k}": v for k, v in cams.metrics().items()})
+            metrics.update(prefixed("val", cams.metrics()))
         context = {"stage": stage.name, "epoch": epoch + 1}
         self.sinks.log_metrics(metrics, step, context)
         for art in artifacts:
@@ -99,7 +96,7 @@ class EpochReporter:
         masks: list[np.ndarray | None] | None = None
         if self.data.lesion_mask is not None:
             masks = [self.data.lesion_mask(i) for i in idx]
-        targets = [*stage.heads, "ensemble"]
+        targets = [*stage.heads, ENSEMBLE]
         return explain(
             self.model, images.to(self.device), display, labels, targets, out_dir,
             target_layer=self.spec.explain.target_layer, lesion_masks=masks,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from qsight.config.spec import StageConfig
+from qsight.runs.layout import improves
 
 
 @dataclass
@@ -22,12 +22,7 @@ class EarlyStopping:
 
     def update(self, value: float | None) -> bool:
         """Record an epoch's monitor value; True when it is the best so far."""
-        if value is None or math.isnan(value):
-            improved = False
-        elif self.best is None:
-            improved = True
-        else:
-            improved = value > self.best if self.mode == "max" else value < self.best
+        improved = improves(value, self.best, self.mode)
         if improved:
             self.best, self.bad_epochs = value, 0
         else:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from qsight.config.spec import ExperimentSpec, StageConfig
 from qsight.data.base import DataBundle
+from qsight.metric_names import loss_head, metric_key
 from qsight.models.hybrid import HybridModel
 from qsight.training.checkpoints import CheckpointStore
 from qsight.training.feature_cache import FeatureDataset, compute_features
@@ -162,7 +163,7 @@ class Trainer:
             seen[0] += n
             self.progress.advance(values, seen[0] / max(time.perf_counter() - started, 1e-9))
             if (i + 1) % (self.spec.train.log_every * ctx.accumulation) == 0:
-                step_metrics = {f"train/{_head_key(k)}/loss": v for k, v in values.items()}
+                step_metrics = {metric_key("train", loss_head(k), "loss"): v for k, v in values.items()}
                 step_metrics["train/lr"] = float(ctx.optimizer.param_groups[0]["lr"])
                 self.reporter.log_step(step_metrics, self.state.global_step + (i + 1) // ctx.accumulation,
                                        plan.stage.name, epoch)
@@ -279,7 +280,3 @@ class Trainer:
         }
         self.checkpoints.save(state, best=best, stage_end=stage_end)
 
-
-def _head_key(name: str) -> str:
-    """Loss names from the model: 'loss' is the total, others are heads."""
-    return "total" if name == "loss" else name
