@@ -31,13 +31,52 @@ SetOpt = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from qsight import __version__
+
+        typer.echo(f"qsight {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show INFO logs on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Config-driven experiments for hybrid classical + quantum image classifiers (DR grading).
+
+    Logs: warnings on stderr (-v adds INFO, -q keeps errors only); a run's full log is in its run.log.
+    """
+    from qsight.logs import NORMAL, QUIET, VERBOSE, configure
+
+    configure(VERBOSE if verbose else QUIET if quiet else NORMAL)
+
+
 @app.command()
-def validate(spec: SpecArg, set_: SetOpt = None) -> None:
-    """Check a spec (and overrides) without running it: exit 0 valid, 2 invalid."""
+def validate(
+    spec: SpecArg,
+    set_: SetOpt = None,
+    schema_only: Annotated[
+        bool, typer.Option("--schema-only", help="Check keys and values only (no torch import, no backbone probe).")
+    ] = False,
+) -> None:
+    """Check a spec (and overrides) without running it: exit 0 valid, 2 invalid.
+
+    Besides keys and values, the backbone is built on PyTorch's meta device and given a dummy batch of
+    the configured image size (a few seconds), so an unknown model or a size it cannot take is caught here.
+    """
     from qsight.config.spec import load_spec
 
     with _exit_codes():
         parsed = load_spec(spec, set_ or [])
+        if not schema_only:
+            from qsight.models.probe import probe_spec
+
+            probe_spec(parsed)
         stages = ", ".join(f"{s.name}({s.epochs})" for s in parsed.stages)
         out.print(f"[green]valid[/] {spec}: experiment {parsed.name!r}, stages {stages}", highlight=False)
 

@@ -82,7 +82,8 @@ def list_runs(
             started = (r.started or "-").replace("T", " ")[:16]  # UTC
             qwks = [_fmt(r.heads.get(h, {}).get("qwk")) for h in heads]
             acc = _fmt(r.heads.get(ENSEMBLE, {}).get("accuracy"))
-            table.add_row(r.experiment, r.run_id, f"[{style}]{r.status}[/]", started, format_seconds(r.seconds),
+            status = f"[{style}]{r.status}[/]" + (" [dim](dry run)[/]" if r.dry_run else "")
+            table.add_row(r.experiment, r.run_id, status, started, format_seconds(r.seconds),
                           *qwks, acc)
         _print_table(table)
 

@@ -11,7 +11,7 @@ from typing import Any
 from qsight.errors import BadInputError
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
-_BARE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/+-]*$")
+_BARE = re.compile(r"^[A-Za-z_./~][A-Za-z0-9_.:/+~-]*$")
 
 
 class OverrideError(BadInputError):

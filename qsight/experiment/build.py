@@ -134,6 +134,7 @@ class Experiment:
         state = self.trainer.state
         return {
             "status": status,
+            "dry_run": self.trainer.dry_run,
             "final": state.last,
             "best": state.best,
             "stages": state.stages,

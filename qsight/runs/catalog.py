@@ -35,11 +35,12 @@ class RunRow:
     started: str | None
     seconds: float | None
     heads: dict[str, dict[str, float]]
+    dry_run: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
             "experiment": self.experiment, "run_id": self.run_id, "path": self.path, "status": self.status,
-            "started": self.started, "seconds": self.seconds, "final": self.heads,
+            "started": self.started, "seconds": self.seconds, "dry_run": self.dry_run, "final": self.heads,
         }
 
 
@@ -48,7 +49,8 @@ def run_row(run: RunFolder) -> RunRow:
     heads = {h: {k: v for k, v in m.items() if k in KEY_METRICS} for h, m in by_head(run.final).items()}
     started = run.started
     return RunRow(run.experiment, run.run_id, str(run.path), run.status,
-                  started.isoformat(timespec="seconds") if started else None, run.seconds, heads)
+                  started.isoformat(timespec="seconds") if started else None, run.seconds, heads,
+                  dry_run=bool((run.summary or {}).get("dry_run")))
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -27,6 +27,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LOCK = "run.lock"
 ERROR_LOG = "error.log"
+RUN_LOG = "run.log"
 CHECKPOINTS = "checkpoints"
 VISUALIZATIONS = "visualizations"
 
@@ -96,6 +97,10 @@ class RunLayout:
     @property
     def error_log(self) -> Path:
         return self.root / ERROR_LOG
+
+    @property
+    def run_log(self) -> Path:
+        return self.root / RUN_LOG
 
     @property
     def checkpoints(self) -> Path:

@@ -190,7 +190,6 @@ class Trainer:
                 self._feature_cache = self._cached_sets()
             train_set, val_set = self._feature_cache
         notes = {"feature_cache": cached, "data_parallel": dp, "ddp": self.dist.distributed}
-        log.info("stage %s: %s", stage.name, notes)
         return StagePlan(stage, index, cached, dp, train_set, val_set, notes)
 
     def _cached_sets(self) -> tuple[FeatureDataset, FeatureDataset]:
