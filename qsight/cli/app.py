@@ -34,7 +34,7 @@ SetOpt = Annotated[
 @app.command()
 def validate(spec: SpecArg, set_: SetOpt = None) -> None:
     """Check a spec (and overrides) without running it: exit 0 valid, 2 invalid."""
-    from qsight.config.spec import load_spec
+    from qsight.config.toml_io import load_spec
 
     with _exit_codes():
         parsed = load_spec(spec, set_ or [])

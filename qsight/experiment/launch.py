@@ -9,7 +9,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from qsight.config.spec import ExperimentSpec, load_spec
+from qsight.config.spec import ExperimentSpec
+from qsight.config.toml_io import load_spec
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
 
