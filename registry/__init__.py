@@ -11,6 +11,7 @@ from registry.core import (
     origin,
     unknown_message,
 )
+from registry.off import Off, OffJsonSchema
 from registry.plugins import Plugin, PluginError, load_plugins
 from registry.schema import ComponentRef, component_type, tagged_model
 
@@ -19,6 +20,8 @@ __all__ = [
     "ComponentRef",
     "DuplicateComponentError",
     "Entry",
+    "Off",
+    "OffJsonSchema",
     "Params",
     "Plugin",
     "PluginError",

@@ -12,6 +12,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from registry.off import Off
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,10 +86,14 @@ class Entry(Generic[T]):
             default: Any = None if info.is_required() else info.get_default(call_default_factory=True)
             if isinstance(default, BaseModel):
                 default = default.model_dump()
+            type_name = _type_name(info.annotation)
+            off = next((m for m in info.metadata if isinstance(m, Off)), None)
+            if off is not None:  # None as a TOML user writes it
+                type_name, default = off.type_name(type_name), off.values[0] if default is None else default
             rows.append(
                 {
                     "name": fname,
-                    "type": _type_name(info.annotation),
+                    "type": type_name,
                     "required": info.is_required(),
                     "default": default,
                     "description": info.description or "",

@@ -25,9 +25,9 @@ SPEC: dict[str, Any] = {
     "seed": 7,
     "model": {
         "heads": {"global": {"type": "linear", "input": "backbone"}},
-        "neck": {"dim": 4, "hidden": None},
+        "neck": {"dim": 4, "hidden": "off"},
     },
-    "stages": [{"name": "classical", "epochs": 2, "heads": ["global"], "grad_clip": None}],
+    "stages": [{"name": "classical", "epochs": 2, "heads": ["global"], "grad_clip": "off"}],
 }
 SUMMARY = {"final": {"val/ensemble/qwk": 0.5}, "best": {"val/ensemble/qwk": 0.6}, "stages": ["classical"]}
 
@@ -89,7 +89,7 @@ def test_local_sink_writes_the_run_folder(tmp_path: Path) -> None:
 
     assert statuses == {"local": "ok"}
     spec = tomllib.loads((run.run_dir / "spec.toml").read_text())
-    assert spec["model"]["neck"] == {"dim": 4} and "grad_clip" not in spec["stages"][0]
+    assert spec == SPEC  # RunInfo.spec is TOML-ready data (off values spelled out), written as it is
     env = json.loads((run.run_dir / "environment.json").read_text())
     assert env["seed"] == 7 and env["extra"]["sampler"]["type"] == "torch-exact"
     assert env["python"].count(".") == 2 and env["packages"]["mlflow"] and "cuda" in env["devices"]

@@ -26,7 +26,7 @@ from qsight.sinks.mlflow_sink import MlflowSink, flatten
 SPEC: dict[str, Any] = {
     "name": "demo",
     "seed": 5,
-    "train": {"batch_size": 8, "limit_batches": None},
+    "train": {"batch_size": 8, "limit_batches": "off"},
     "stages": [{"name": "classical", "heads": ["global", "compressed"], "lr": 0.001}],
     "description": "x" * 7000,
 }
@@ -143,7 +143,7 @@ def check_run(client: MlflowClient, sink: MlflowSink, status: str, tmp: Path) ->
     assert run.info.run_name == "r1" and run.info.status == status
     assert client.get_experiment(run.info.experiment_id).name == "demo"
     params = run.data.params
-    assert params["train.batch_size"] == "8" and "train.limit_batches" not in params
+    assert params["train.batch_size"] == "8" and params["train.limit_batches"] == "off"
     assert params["stages.0.heads"] == '["global", "compressed"]' and len(params["description"]) == 6000
     history = client.get_metric_history(run_id, "val/ensemble/qwk")
     assert sorted((m.step, m.value) for m in history) == [(10, 0.25), (20, 0.5)]

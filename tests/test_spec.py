@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from qsight.config.overrides import OverrideError, apply_overrides, parse_value
-from qsight.config.spec import ExperimentSpec, SpecError, StageConfig, load_spec, spec_schema, validate_spec
+from qsight.config.spec import ExperimentSpec, SpecError, StageConfig, spec_schema, validate_spec
+from qsight.config.toml_io import load_spec
 from qsight.errors import BadInputError
 
 ROOT = Path(__file__).resolve().parents[1]

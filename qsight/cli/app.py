@@ -69,7 +69,7 @@ def validate(
     Besides keys and values, the backbone is built on PyTorch's meta device and given a dummy batch of
     the configured image size (a few seconds), so an unknown model or a size it cannot take is caught here.
     """
-    from qsight.config.spec import load_spec
+    from qsight.config.toml_io import load_spec
 
     with _exit_codes():
         parsed = load_spec(spec, set_ or [])

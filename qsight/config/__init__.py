@@ -13,10 +13,10 @@ from qsight.config.spec import (
     StageConfig,
     TrainSpec,
     ensure_ready,
-    load_spec,
     spec_schema,
     validate_spec,
 )
+from qsight.config.toml_io import load_spec, read_toml, spec_data, spec_to_toml
 
 __all__ = [
     "AnnealConfig",
@@ -33,6 +33,9 @@ __all__ = [
     "load_spec",
     "parse_override",
     "parse_value",
+    "read_toml",
+    "spec_data",
     "spec_schema",
+    "spec_to_toml",
     "validate_spec",
 ]

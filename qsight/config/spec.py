@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qsight.components import BACKBONES, DATASETS, HEADS, SINKS, load_components, registered_count
-from qsight.config.overrides import apply_overrides
 from qsight.errors import BadInputError
 from qsight.metric_names import (
     DEFAULT_MONITOR,
@@ -22,7 +19,7 @@ from qsight.metric_names import (
     monitor_head,
 )
 from qsight.models.params import CombinerSpec, NeckSpec
-from registry import ComponentRef, Params, unknown_message
+from registry import ComponentRef, Off, OffJsonSchema, Params, unknown_message
 
 _NAME = NAME_PATTERN
 
@@ -56,15 +53,21 @@ class StageConfig(_Strict):
     scheduler: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
     grad_accumulation: int = Field(1, ge=1, le=1024)
-    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; none disables clipping")
-    patience: int | None = Field(None, ge=1, description="early stopping: epochs without improvement")
+    grad_clip: Annotated[float | None, Off("off", 0)] = Field(
+        1.0, gt=0, description='max gradient norm; "off" or 0: no clipping'
+    )
+    patience: Annotated[int | None, Off("off")] = Field(
+        None, ge=1, description='early stopping: epochs without improvement; "off" (default): none'
+    )
     monitor: str = Field(DEFAULT_MONITOR, pattern=METRIC_PATTERN)
     monitor_mode: Literal["max", "min"] = DEFAULT_MONITOR_MODE
     restore_best: bool = Field(False, description="end the stage with the weights of its best epoch (by monitor)")
     loss_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     data_parallel: Literal["auto", "never", "force"] = "auto"
     cache_features: bool | Literal["auto"] = "auto"
-    anneal: AnnealConfig | None = None
+    anneal: Annotated[AnnealConfig | None, Off(False)] = Field(
+        None, description="quantum head temperature/noise schedule; false (default): none"
+    )
 
 
 SinkRef = Annotated[Params, ComponentRef(SINKS)]
@@ -77,9 +80,16 @@ class ModelSpec(_Strict):
     backbone: Annotated[Params, ComponentRef(BACKBONES, default="timm")] = Field(
         default_factory=lambda: {"type": "timm"}, validate_default=True
     )
-    neck: NeckSpec | None = Field(default_factory=NeckSpec)
+    neck: Annotated[NeckSpec | None, Off(False)] = Field(
+        default_factory=NeckSpec, description="feature compression; neck = false or [model.neck] enabled = false: none"
+    )
     heads: dict[str, HeadRef] = Field(min_length=1)
     combiner: CombinerSpec = Field(default_factory=CombinerSpec)
+
+    @field_validator("neck", mode="after")
+    @classmethod
+    def _neck_enabled(cls, neck: NeckSpec | None) -> NeckSpec | None:
+        return neck if neck is not None and neck.enabled else None
 
     @model_validator(mode="after")
     def _head_names(self) -> ModelSpec:
@@ -100,7 +110,9 @@ class TrainSpec(_Strict):
     deterministic: bool = Field(True, description="deterministic algorithms (exact resume)")
     class_weighted_loss: bool = Field(False, description="weight the loss by inverse class frequency")
     log_every: int = Field(10, ge=1, description="training batches between metric lines")
-    limit_batches: int | None = Field(None, ge=1, description="cap batches per epoch (quick runs)")
+    limit_batches: Annotated[int | None, Off("off")] = Field(
+        None, ge=1, description='cap batches per epoch (quick runs); "off" (default): no cap'
+    )
 
 
 class ExplainSpec(_Strict):
@@ -157,26 +169,6 @@ def ensure_ready() -> None:
         _built_at = registered_count()
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; missing, unreadable or malformed files are `BadInputError`s."""
-    if not path.is_file():
-        raise BadInputError(f"{path}: spec file not found")
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInputError(f"{path}: TOML syntax error: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: cannot read spec: {exc}") from None
-
-
-def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentSpec:
-    """Read, override (``KEY.PATH=VALUE``) and validate one experiment file."""
-    path = Path(path)
-    raw = apply_overrides(read_toml(path), overrides)
-    return validate_spec(raw, source=str(path))
-
-
 def validate_spec(raw: Mapping[str, Any], source: str = "<spec>") -> ExperimentSpec:
     """Validate plain data as an experiment spec, with cross-references checked."""
     ensure_ready()
@@ -197,7 +189,7 @@ def check_references(spec: ExperimentSpec) -> list[tuple[str, str]]:
     issues: list[tuple[str, str]] = []
     for hname, head in spec.model.heads.items():
         if getattr(head, "input", "backbone") == "neck" and spec.model.neck is None:
-            issues.append((f"model.heads.{hname}.input", "reads 'neck' but [model.neck] is disabled"))
+            issues.append((f"model.heads.{hname}.input", "reads 'neck' but the neck is off"))
     seen: set[str] = set()
     for i, stage in enumerate(spec.stages):
         key = f"stages.{i}"
@@ -255,4 +247,4 @@ def _message(err: Mapping[str, Any]) -> str:
 def spec_schema() -> dict[str, Any]:
     """JSON schema of experiment specs, with every registered component."""
     ensure_ready()
-    return ExperimentSpec.model_json_schema()
+    return ExperimentSpec.model_json_schema(schema_generator=OffJsonSchema)

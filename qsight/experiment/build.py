@@ -15,6 +15,7 @@ import torch.distributed as tdist
 
 from qsight.components import DATASETS
 from qsight.config.spec import ExperimentSpec
+from qsight.config.toml_io import spec_data
 from qsight.data.base import DataBundle, DataContext
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
@@ -89,8 +90,7 @@ class Experiment:
         sinks = None
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            info = RunInfo(spec.name, run_dir.name, run_dir, Path(spec.output.root),
-                           spec.model_dump(mode="json", exclude_none=True))
+            info = RunInfo(spec.name, run_dir.name, run_dir, Path(spec.output.root), spec_data(spec))
             sinks = build_sinks(spec.sinks, info)
             sinks.write_environment(_environment_extra(spec, model, device, dist, data))
         reporter = EpochReporter(spec, data, model, sinks, run_dir, device, dry_run=dry_run)

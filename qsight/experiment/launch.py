@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
-from qsight.config.spec import ExperimentSpec, load_spec
+from qsight.config.spec import ExperimentSpec
+from qsight.config.toml_io import load_spec
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
 from qsight.logs import run_log

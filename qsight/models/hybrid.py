@@ -240,7 +240,7 @@ def _build_head(
     if "." in name or hasattr(nn.ModuleDict(), name) or hasattr(nn.ParameterDict(), name):
         raise BadInputError(f"{where}: {name!r} cannot name a head (contains '.' or is reserved)")
     if source == "neck" and neck is None:
-        raise BadInputError(f"{where}: reads 'neck' but [model.neck] is disabled")
+        raise BadInputError(f"{where}: reads 'neck' but the neck is off")
     in_dim = neck.dim if source == "neck" and neck is not None else dim
     return _build(registry, params, where, in_dim, num_classes)
 

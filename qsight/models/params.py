@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from registry import Params
+from registry import Off, Params
 
 HeadInput = Literal["backbone", "neck"]
 
@@ -54,8 +54,11 @@ class TinyCnnParams(Params):
 class NeckSpec(Params):
     """Compression of backbone features into a small latent (what the quantum head reads)."""
 
+    enabled: bool = Field(True, description="false: no neck (as neck = false)")
     dim: int = Field(16, ge=1, le=4096, description="latent width")
-    hidden: int | None = Field(None, ge=1, le=8192, description="optional hidden layer width")
+    hidden: Annotated[int | None, Off("off", 0)] = Field(
+        None, ge=1, le=8192, description='hidden layer width; "off" or 0 (default): none'
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 

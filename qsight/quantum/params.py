@@ -9,7 +9,7 @@ from pydantic import Field
 
 from qsight.components import SAMPLERS
 from qsight.models.params import HeadParams
-from registry import ComponentRef, Params
+from registry import ComponentRef, Off, Params
 
 FeatureMap = Literal["zz", "z", "angle"]
 Ansatz = Literal["real-amplitudes", "efficient-su2"]
@@ -28,17 +28,21 @@ class TorchExactParams(Params):
 class StatevectorParams(Params):
     """Qiskit's reference statevector sampler through SamplerQNN + TorchConnector."""
 
-    shots: int | None = Field(
-        None, ge=1, le=10_000_000, description="shots per circuit; none gives exact probabilities"
+    shots: Annotated[int | None, Off("exact")] = Field(
+        None, ge=1, le=10_000_000, description='shots per circuit; "exact" (default): exact probabilities'
     )
-    seed: int | None = Field(None, ge=0, description="sampling seed (with shots)")
+    seed: Annotated[int | None, Off("random")] = Field(
+        None, ge=0, description='sampling seed (with shots); "random" (default): unseeded'
+    )
 
 
 class AerParams(Params):
     """Qiskit Aer SamplerV2; note that it has no exact mode (it always samples `shots`)."""
 
     shots: int = Field(1024, ge=1, le=10_000_000, description="shots per circuit (Aer always samples)")
-    seed: int | None = Field(1234, ge=0, description="simulator seed; none draws a fresh one per call")
+    seed: Annotated[int | None, Off("random")] = Field(
+        1234, ge=0, description='simulator seed; "random": a fresh one per call'
+    )
     device: Literal["auto", "CPU", "GPU"] = Field(
         "auto", description="'auto' takes the GPU when Aer and CUDA both offer one"
     )

@@ -16,7 +16,7 @@ class RunInfo:
     run_id: str
     run_dir: Path
     reports_root: Path
-    spec: Mapping[str, Any]  # the resolved spec, as plain data
+    spec: Mapping[str, Any]  # the resolved spec as TOML-ready data (qsight.config.toml_io.spec_data)
 
 
 @runtime_checkable

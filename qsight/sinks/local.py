@@ -17,15 +17,6 @@ from qsight.sinks.environment import collect_environment
 SUMMARY_KEYS = ("status", "final", "best", "stages", "sinks")
 
 
-def drop_none(value: Any) -> Any:
-    """`value` with None entries removed from every mapping and list (TOML has no null)."""
-    if isinstance(value, Mapping):
-        return {str(k): drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [drop_none(v) for v in value if v is not None]
-    return value
-
-
 def json_safe(value: Any) -> Any:
     """Plain JSON data: NaN/inf become None, paths and unknown objects strings."""
     if isinstance(value, float):
@@ -67,7 +58,7 @@ class LocalSink(BaseSink):
         run.run_dir.mkdir(parents=True, exist_ok=True)
         write_lock(run.run_dir)
         layout = RunLayout(run.run_dir)
-        write_atomic(layout.spec, tomli_w.dumps(drop_none(run.spec)))
+        write_atomic(layout.spec, tomli_w.dumps(run.spec))
         self.write_environment({})
         self._metrics = layout.metrics.open("a", encoding="utf-8")
 

@@ -100,8 +100,6 @@ class MlflowSink(BaseSink):
         import tomli_w
         from mlflow import MlflowClient
 
-        from qsight.sinks.local import drop_none
-
         self.tracking_uri = tracking_uri(self.params.tracking_uri, run.reports_root)
         artifacts: str | None = None
         if self.tracking_uri.startswith("sqlite:") and not self.params.tracking_uri:
@@ -117,7 +115,7 @@ class MlflowSink(BaseSink):
             tags = {"qsight.run_id": run.run_id, "qsight.run_dir": str(run.run_dir), **self.params.tags}
             self.run_id = self.client.create_run(exp_id, run_name=run.run_id, tags=tags).info.run_id
             self._log_params(flatten(run.spec))
-            self.client.log_text(self.run_id, tomli_w.dumps(drop_none(run.spec)), "spec.toml")
+            self.client.log_text(self.run_id, tomli_w.dumps(run.spec), "spec.toml")
 
     def _existing_run(self, experiment_id: str, qsight_run_id: str) -> str | None:
         found = self.client.search_runs([experiment_id], f"tags.`qsight.run_id` = '{qsight_run_id}'", max_results=1)
