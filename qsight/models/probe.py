@@ -7,6 +7,7 @@ instead of at the first training step.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from qsight.errors import BadInputError
@@ -14,6 +15,8 @@ from registry import Params, component_type
 
 if TYPE_CHECKING:
     from qsight.config.spec import ExperimentSpec
+
+log = logging.getLogger("qsight.models")
 
 
 def probe_backbone(backbone: Params, image_size: int) -> int:
@@ -50,4 +53,6 @@ def probe_backbone(backbone: Params, image_size: int) -> int:
 def probe_spec(spec: ExperimentSpec) -> int:
     """`probe_backbone` for a spec's backbone at its dataset's ``image_size`` (224 when it has none)."""
     size = int(getattr(spec.data, "image_size", 224))
-    return probe_backbone(spec.model.backbone, size)
+    dim = probe_backbone(spec.model.backbone, size)
+    log.info("backbone %s takes %d×%d images: %d features", component_type(spec.model.backbone), size, size, dim)
+    return dim
