@@ -59,7 +59,8 @@ def test_listing_and_schema_validation_do_not_import_torch() -> None:
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom qsight.cli import app\n"
         f"r = CliRunner().invoke(app, ['list-components'])\nassert r.exit_code == 0, r.output\n"
-        f"r = CliRunner().invoke(app, ['validate', '--schema-only', {str(SMOKE)!r}])\nassert r.exit_code == 0, r.output\n"
+        f"r = CliRunner().invoke(app, ['validate', '--schema-only', {str(SMOKE)!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
         "heavy = [m for m in ('torch', 'qiskit', 'mlflow', 'wandb') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
