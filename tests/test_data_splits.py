@@ -1,4 +1,4 @@
-"""Stratified splits, class weights, the weighted sampler and the transforms."""
+"""Stratified splits and the transforms."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qsight.data import AugmentParams
-from qsight.data.splits import class_counts, class_weights, stratified_split, weighted_sampler
+from qsight.data.splits import stratified_split
 from qsight.data.transforms import eval_transform, train_transform
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -24,23 +24,6 @@ def test_stratified_split_keeps_class_shares_and_is_seeded() -> None:
     assert sorted(labels[i] for i in tiny) == [0, 0]  # at least one per class of two or more
     with pytest.raises(ValueError):
         stratified_split(labels, 1.0, seed=0)
-
-
-def test_class_weights_are_inverse_frequency() -> None:
-    labels = [0, 0, 0, 1, 2, 2]
-    assert class_counts(labels, 4) == [3, 1, 2, 0]
-    w = class_weights(labels, 4)
-    assert w[3] == 0.0
-    assert w[0] * 3 == pytest.approx(w[1] * 1) == pytest.approx(w[2] * 2)
-    assert class_weights([0, 1, 2], 3) == pytest.approx([1.0, 1.0, 1.0])
-
-
-def test_weighted_sampler_balances_classes() -> None:
-    labels = [0] * 90 + [1] * 10
-    drawn = [labels[i] for _ in range(20) for i in weighted_sampler(labels, 2, seed=0)]
-    share = np.mean(drawn)
-    assert 0.4 < share < 0.6
-    assert list(weighted_sampler(labels, 2, seed=1)) == list(weighted_sampler(labels, 2, seed=1))
 
 
 def test_transforms_shape_and_augmentation_switch() -> None:

@@ -28,7 +28,7 @@ def test_run_folder_contract(smoke_run: Path) -> None:
     for name in ("spec.toml", "environment.json", "metrics.jsonl", "summary.json"):
         assert (smoke_run / name).is_file(), name
     for name in ("last.pt", "best.pt", "stage-classical.pt", "stage-quantum.pt", "stage-ensemble.pt"):
-        ck = torch.load(smoke_run / "checkpoints" / name, weights_only=False)
+        ck = torch.load(smoke_run / "checkpoints" / name, weights_only=True)
         assert {"model", "stage", "epoch"} <= set(ck)
     data = summary(smoke_run)
     assert data["status"] == "completed"
@@ -58,7 +58,7 @@ def test_every_validation_epoch_writes_artifacts(smoke_run: Path) -> None:
 
 def test_frozen_modules_stay_bit_identical_across_stages(smoke_run: Path) -> None:
     """Failure 3: a parameter outside a stage's `train` never changes."""
-    ck = {s: torch.load(smoke_run / "checkpoints" / f"stage-{s}.pt", weights_only=False)["model"]
+    ck = {s: torch.load(smoke_run / "checkpoints" / f"stage-{s}.pt", weights_only=True)["model"]
           for s in ("classical", "quantum", "ensemble")}
     for before, after, trained in (("classical", "quantum", "heads.quantum."), ("quantum", "ensemble", "combiner.")):
         changed = {k for k in ck[before] if not torch.equal(ck[before][k], ck[after][k])}
@@ -102,7 +102,7 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path: Pat
     assert "non-finite loss" in res.stderr and "Traceback" not in res.stderr
     data = summary(run_dir)
     assert data["status"] == "failed" and "non-finite" in data["message"]
-    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     assert (run_dir / "checkpoints" / "stage-classical.pt").is_file()
 

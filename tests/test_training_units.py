@@ -1,15 +1,11 @@
-"""Trainer parts in isolation: parallel decisions, batch sharding, schedules, checkpoints."""
+"""Trainer parts in isolation: parallel decisions, batch sharding, schedules, run state."""
 
 from __future__ import annotations
-
-import pickle
-from pathlib import Path
 
 import pytest
 import torch
 
 from qsight.config.spec import StageConfig
-from qsight.training.checkpoints import CheckpointStore, load_checkpoint, save_atomic
 from qsight.training.optim import lr_factor
 from qsight.training.parallel import ShardedBatchSampler, use_data_parallel
 from qsight.training.state import EarlyStopping, RunState
@@ -62,32 +58,6 @@ def test_warmup_then_cosine_schedule() -> None:
     assert factors[10] == pytest.approx(1.0) and factors[19] < 0.05  # cosine falls to ~0
     const = stage(scheduler="constant")
     assert {lr_factor(const, i, 20, 10) for i in range(20)} == {1.0}
-
-
-def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
-    path = tmp_path / "ck" / "last.pt"
-    good = {"model": {"w": torch.ones(2)}, "stage": "a", "epoch": 1}
-    save_atomic(good, path)
-
-    class Unpicklable:
-        def __reduce__(self) -> str:
-            raise pickle.PicklingError("boom")
-
-    with pytest.raises(pickle.PicklingError):
-        save_atomic({"model": Unpicklable(), "stage": "a", "epoch": 2}, path)
-    assert load_checkpoint(path)["epoch"] == 1
-    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left behind
-
-
-def test_checkpoint_store_writes_best_and_stage_files(tmp_path: Path) -> None:
-    store = CheckpointStore(tmp_path)
-    store.save({"model": {}, "stage": "a", "epoch": 1}, best=True, stage_end="a")
-    assert store.last.is_file() and store.best.is_file() and store.stage("a").is_file()
-    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    from qsight.errors import BadInputError
-
-    with pytest.raises(BadInputError, match=r"bad\.pt: cannot read checkpoint"):
-        load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_early_stopping_and_run_state_round_trip() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +28,15 @@ FormatOpt = Annotated[Format, typer.Option("--format", help="table or json.")]
 RunArg = Annotated[str, typer.Argument(help="A run folder, or a run id (or unique prefix) under --root.")]
 DEFAULT_ROOT = Path("reports")
 _STATUS_STYLE = {"completed": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+
+
+@contextmanager
+def _option(flag: str) -> Iterator[None]:
+    """Name the option whose value a library call refuses: ``--older-than '30 days': ...``."""
+    try:
+        yield
+    except BadInputError as exc:
+        raise BadInputError(f"{flag} {exc}") from None
 
 
 def _print_table(table: Table) -> None:
@@ -156,8 +167,10 @@ def prune(
     from qsight.runs.prune import older_than as select_older
 
     with exit_codes():
-        keep = parse_keep(keep_epochs)
-        age = parse_age(older_than) if older_than else None
+        with _option("--keep-epochs"):
+            keep = parse_keep(keep_epochs)
+        with _option("--older-than"):
+            age = parse_age(older_than) if older_than else None
         folders = [open_run(r, root) for r in runs] if runs else find_runs(root)
         plans = [plan_prune(r, keep) for r in select_older(folders, age)]
         for plan in plans:
@@ -184,12 +197,17 @@ def archive(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing archive.")] = False,
 ) -> None:
     """One .tar.gz with the run folder and its metadata; restore with tar -xzf FILE -C reports/runs."""
-    from qsight.runs.archive import archive_run
+    from qsight.runs.archive import ArchiveTargetError, archive_run
     from qsight.runs.folder import open_run
     from qsight.runs.prune import format_bytes
 
     with exit_codes():
-        meta = archive_run(open_run(run, root), to, force=force)
+        folder = open_run(run, root)
+        try:
+            meta = archive_run(folder, to, force=force)
+        except ArchiveTargetError as exc:
+            hint = " (add --force to replace it)" if exc.exists else ""
+            raise BadInputError(f"--to {exc}{hint}") from None
         size = format_bytes(to.stat().st_size)
         out.print(f"archived {meta['experiment']}/{meta['run_id']} ({len(meta['files'])} files) to {to} ({size})",
                   highlight=False)

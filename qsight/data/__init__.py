@@ -22,7 +22,8 @@ from qsight.data.params import (
 from qsight.lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from qsight.data.splits import class_weights, sample_weights, stratified_split, weighted_sampler
+    from qsight.data.balance import class_weights, sample_weights
+    from qsight.data.splits import stratified_split
     from qsight.data.synthetic import GENERATOR_VERSION, render_fundus
     from qsight.data.synthetic_set import synthetic_arrays
     from qsight.data.transforms import eval_transform, train_transform
@@ -44,14 +45,12 @@ __all__ = [
     "stratified_split",
     "synthetic_arrays",
     "train_transform",
-    "weighted_sampler",
 ]
 
 _LAZY = {
-    "class_weights": "qsight.data.splits",
-    "sample_weights": "qsight.data.splits",
+    "class_weights": "qsight.data.balance",
+    "sample_weights": "qsight.data.balance",
     "stratified_split": "qsight.data.splits",
-    "weighted_sampler": "qsight.data.splits",
     "GENERATOR_VERSION": "qsight.data.synthetic",
     "render_fundus": "qsight.data.synthetic",
     "synthetic_arrays": "qsight.data.synthetic_set",

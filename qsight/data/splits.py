@@ -1,14 +1,10 @@
-"""Stratified seeded splits, class weights and the class-balancing sampler."""
+"""Stratified seeded train/validation splits."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from torch.utils.data import WeightedRandomSampler
 
 
 def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -29,33 +25,3 @@ def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> t
         val += idx[:n_val].tolist()
         train += idx[n_val:].tolist()
     return sorted(train), sorted(val)
-
-
-def class_counts(labels: Sequence[int], num_classes: int) -> list[int]:
-    """How many samples each class has."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)[:num_classes]
-    return [int(c) for c in counts]
-
-
-def class_weights(labels: Sequence[int], num_classes: int) -> list[float]:
-    """Inverse-frequency loss weights ``n / (k * n_c)`` (1.0 each when balanced; 0.0 for absent classes)."""
-    counts = np.asarray(class_counts(labels, num_classes), dtype=np.float64)
-    present = counts > 0
-    w = np.zeros(num_classes)
-    w[present] = counts.sum() / (present.sum() * counts[present])
-    return w.tolist()
-
-
-def sample_weights(labels: Sequence[int], num_classes: int) -> list[float]:
-    """Per-sample drawing weights that make every present class equally likely."""
-    w = class_weights(labels, num_classes)
-    return [w[int(y)] for y in labels]
-
-
-def weighted_sampler(labels: Sequence[int], num_classes: int, seed: int) -> WeightedRandomSampler:
-    """A seeded ``WeightedRandomSampler`` drawing ``len(labels)`` samples with replacement, class-balanced."""
-    import torch
-    from torch.utils.data import WeightedRandomSampler
-
-    gen = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(sample_weights(labels, num_classes), len(labels), replacement=True, generator=gen)

@@ -22,8 +22,8 @@ from qsight.experiment.result import RunResult
 from qsight.models.hybrid import HybridModel, build_model
 from qsight.runs.layout import RunLayout, write_atomic
 from qsight.sinks import RunInfo, SinkSet, build_sinks
-from qsight.training.checkpoints import CheckpointStore, load_checkpoint
-from qsight.training.parallel import DistInfo, init_distributed
+from qsight.training.checkpoints import CheckpointStore
+from qsight.training.parallel import DistInfo, init_distributed, shutdown_distributed
 from qsight.training.progress import make_progress
 from qsight.training.reporting import EpochReporter
 from qsight.training.seeding import seed_everything, set_deterministic
@@ -101,11 +101,20 @@ class Experiment:
 
     def resume(self) -> RunState:
         """Load ``checkpoints/last.pt`` into the Trainer; returns where the run stands."""
-        self.trainer.resume_from(load_checkpoint(self.checkpoints.last))
+        self.trainer.resume_from(self.checkpoints.read(self.checkpoints.last))
         return self.trainer.state
 
     def execute(self) -> RunResult:
-        """Run the Trainer; always finish the sinks (summary.json) with the run's status."""
+        """Run the Trainer; always finish the sinks (summary.json) with the run's status.
+
+        The run ends here: the progress display stops and this process leaves its torchrun process group.
+        """
+        try:
+            return self._execute()
+        finally:
+            shutdown_distributed()
+
+    def _execute(self) -> RunResult:
         status, message = "failed", ""
         started = time.time()
         pending: BaseException | None = None
@@ -121,6 +130,8 @@ class Experiment:
         except Exception as exc:  # a crash in a component: record it, exit 1
             message = f"{type(exc).__name__}: {exc}"
             self._write_error(traceback.format_exc())
+        finally:
+            self.trainer.progress.close()
         summary = self._summary(status, message, started)
         if self.sinks is not None:
             if status == "completed" and self.checkpoints.best.is_file():

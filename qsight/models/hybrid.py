@@ -59,7 +59,6 @@ class HybridModel(nn.Module):
         self.heads = nn.ModuleDict(dict(heads))
         self.combiner = combiner
         self.head_inputs = dict(head_inputs)
-        self.stage_name: str | None = None
         self._active: tuple[str, ...] = tuple(self.heads)
         self._trainable: frozenset[str] = frozenset(self.module_names())
         self._loss_weights: dict[str, float] = {}
@@ -124,7 +123,6 @@ class HybridModel(nn.Module):
             self.get_module(name).requires_grad_(name in self._trainable)
         self.set_active(stage.heads)
         self._loss_weights = {str(k): float(v) for k, v in stage.loss_weights.items()}
-        self.stage_name = getattr(stage, "name", None)
         self.train(self.training)
 
     def set_active(self, heads: Sequence[str]) -> None:

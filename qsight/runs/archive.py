@@ -49,14 +49,22 @@ def manifest(run: RunFolder, files: list[Path]) -> dict[str, Any]:
     }
 
 
+class ArchiveTargetError(BadInputError):
+    """The archive cannot be written there; `exists` when only an existing file (not forced) is in the way."""
+
+    def __init__(self, message: str, *, exists: bool = False) -> None:
+        super().__init__(message)
+        self.exists = exists
+
+
 def check_target(to: Path, force: bool) -> None:
     """The archive path must end in .tar.gz/.tgz, sit in an existing folder, and not exist unless forced."""
     if not to.name.endswith(SUFFIXES):
-        raise BadInputError(f"--to {to}: the archive name must end in .tar.gz or .tgz")
+        raise ArchiveTargetError(f"{to}: the archive name must end in .tar.gz or .tgz")
     if not to.parent.is_dir():
-        raise BadInputError(f"--to {to}: folder {to.parent} does not exist")
+        raise ArchiveTargetError(f"{to}: folder {to.parent} does not exist")
     if to.exists() and not force:
-        raise BadInputError(f"--to {to}: file exists (add --force to replace it)")
+        raise ArchiveTargetError(f"{to}: the file exists", exists=True)
 
 
 def archive_run(run: RunFolder, to: Path, *, force: bool = False) -> dict[str, Any]:

@@ -24,11 +24,11 @@ _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_keep(text: str) -> frozenset[str]:
-    """``best,last`` → {"best", "last"}; an unknown word is bad input naming the flag."""
+    """``best,last`` → {"best", "last"}; an unknown word is bad input naming the text."""
     words = {w.strip() for w in text.split(",") if w.strip()}
     unknown = sorted(words - set(KEEP_CHOICES))
     if unknown or not words:
-        raise BadInputError(f"--keep-epochs {text!r}: expected a comma list of {', '.join(KEEP_CHOICES)}")
+        raise BadInputError(f"{text!r}: expected a comma list of {', '.join(KEEP_CHOICES)}")
     return frozenset(words)
 
 
@@ -36,7 +36,7 @@ def parse_age(text: str) -> timedelta:
     """``30d``, ``12h``, ``2w``, ``90m`` → a timedelta; anything else is bad input."""
     match = _AGE.match(text.strip().lower())
     if not match:
-        raise BadInputError(f"--older-than {text!r}: expected a number and a unit m, h, d or w (e.g. 30d)")
+        raise BadInputError(f"{text!r}: expected an age, a number and a unit m, h, d or w (e.g. 30d)")
     return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
 
 

@@ -49,6 +49,7 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def shutdown_distributed() -> None:
+    """Leave the torchrun process group, if one was joined (at the end of a run)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

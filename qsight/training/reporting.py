@@ -40,10 +40,6 @@ class EpochReporter:
         self.run_dir, self.device, self.dry_run = run_dir, device, dry_run
         self.samples = choose_samples(list(data.val_labels), spec.explain.samples, seed=spec.seed)
 
-    @property
-    def writes(self) -> bool:
-        return self.sinks is not None
-
     def start_stage(self, stage: StageConfig, notes: dict[str, Any]) -> None:
         log.info("stage %s starts: heads %s, train %s, %s", stage.name, stage.heads, stage.train, notes)
 

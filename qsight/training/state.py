@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from qsight.config.spec import StageConfig
 from qsight.runs.layout import improves
 
 
@@ -46,7 +45,6 @@ class RunState:
     stage_index: int = 0
     epoch: int = 0  # epochs completed in the current stage
     global_step: int = 0
-    train_samples: int = 0
     finished: bool = False
     best: dict[str, Any] = field(default_factory=dict)  # the epoch saved as best.pt
     last: dict[str, float] = field(default_factory=dict)  # metrics of the latest epoch
@@ -65,9 +63,6 @@ class RunState:
                             "final": dict(self.last)})
         self.stage_index += 1
         self.epoch = 0
-
-    def current_stage_name(self, stages: Sequence[StageConfig]) -> str:
-        return stages[min(self.stage_index, len(stages) - 1)].name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

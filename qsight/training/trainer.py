@@ -13,17 +13,18 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from qsight.config.spec import ExperimentSpec, StageConfig
+from qsight.data.balance import class_weights, sample_weights
 from qsight.data.base import DataBundle
 from qsight.metric_names import loss_head, metric_key
 from qsight.models.hybrid import HybridModel
-from qsight.training.checkpoints import CheckpointStore
+from qsight.training.checkpoints import Checkpoint, CheckpointStore, TrainingParts
 from qsight.training.feature_cache import FeatureDataset, compute_features
 from qsight.training.loop import StepContext, train_epoch
 from qsight.training.optim import make_optimizer, make_scheduler
 from qsight.training.parallel import DataParallelOutput, DistInfo, ShardedBatchSampler, use_data_parallel
 from qsight.training.progress import ProgressReporter, SilentProgress
 from qsight.training.reporting import EpochReporter
-from qsight.training.seeding import PerSampleSeed, derive_seed, rng_state, seed_everything, set_rng_state
+from qsight.training.seeding import PerSampleSeed, derive_seed, seed_everything
 from qsight.training.state import EarlyStopping, RunState
 from registry import component_type
 
@@ -78,15 +79,15 @@ class Trainer:
         self.state = RunState()
         self.class_weights = self._class_weights()
         self.quantum_heads = [n for n, h in spec.model.heads.items() if component_type(h) == "quantum"]
-        self._resume: dict[str, Any] | None = None
+        self._resume: Checkpoint | None = None
         self._feature_cache: tuple[FeatureDataset, FeatureDataset] | None = None
 
     # -- public -------------------------------------------------------------------------------------
 
-    def resume_from(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by `_save` (position, model, optimizer, RNG)."""
-        self.model.load_state_dict(checkpoint["model"])
-        self.state = RunState.from_dict(checkpoint["run_state"])
+    def resume_from(self, checkpoint: Checkpoint) -> None:
+        """Continue from a checkpoint (position, model; optimizer and RNG when its stage starts)."""
+        checkpoint.restore_model(self.model)
+        self.state = checkpoint.run_state
         self._resume = checkpoint
 
     def run(self) -> RunState:
@@ -113,18 +114,14 @@ class Trainer:
         scheduler = make_scheduler(optimizer, stage, steps_per_epoch)
         scaler = torch.amp.GradScaler("cuda") if self._amp() else None
         early = EarlyStopping(stage.patience, stage.monitor_mode)
+        parts = TrainingParts(self.model, optimizer, scheduler, scaler, early)
         if self._resume is not None and self.state.stage_index == index:
-            optimizer.load_state_dict(self._resume["optimizer"])
-            scheduler.load_state_dict(self._resume["scheduler"])
-            if scaler is not None and self._resume.get("scaler"):
-                scaler.load_state_dict(self._resume["scaler"])
-            early = EarlyStopping.from_dict(self._resume["early_stopping"])
-            set_rng_state(self._resume["rng"])
+            self._resume.restore_training(parts)
             self._resume = None
         ctx = StepContext(optimizer, scheduler, params, self.device, stage.grad_accumulation,
                           stage.grad_clip, scaler, self._amp())
         self.reporter.start_stage(stage, plan.notes)
-        while self.state.epoch < stage.epochs and not early.stopped:
+        while self.state.epoch < stage.epochs and not parts.early.stopped:
             epoch = self.state.epoch
             seed_everything(derive_seed(self.spec.seed, index, epoch))
             self.model.set_active(stage.heads)  # every epoch: active heads never stale
@@ -132,16 +129,17 @@ class Trainer:
             stats = self._train_one_epoch(plan, net, ctx, epoch)
             metrics = self.reporter.end_epoch(stage, epoch, stats, self.state.global_step, plan.val_set, net,
                                               cached=plan.cached)
-            improved = early.update(metrics.get(stage.monitor))
+            improved = parts.early.update(metrics.get(stage.monitor))
             self.state.epoch += 1
             self.state.record_epoch(stage.name, epoch, metrics, improved)
-            done = self.state.epoch >= stage.epochs or early.stopped or self.dry_run
+            done = self.state.epoch >= stage.epochs or parts.early.stopped or self.dry_run
             if done and stage.restore_best and not improved:
                 self._restore_best()
-            self._save(optimizer, scheduler, scaler, early, best=improved, stage_end=stage.name if done else None)
+            if self.dist.is_main:
+                self.checkpoints.save(parts, self.state, stage.name, best=improved, stage_end=done)
             if self.dry_run:
                 break
-        self.state.stage_done(stage.name, early.stopped)
+        self.state.stage_done(stage.name, parts.early.stopped)
 
     def _train_one_epoch(self, plan: StagePlan, net: nn.Module, ctx: StepContext, epoch: int) -> Any:
         sampler = self._train_sampler(plan, epoch)
@@ -159,7 +157,6 @@ class Trainer:
         started, seen = time.perf_counter(), [0]
 
         def on_step(i: int, values: dict[str, float], n: int) -> None:
-            self.state.train_samples += n
             seen[0] += n
             self.progress.advance(values, seen[0] / max(time.perf_counter() - started, 1e-9))
             if (i + 1) % (self.spec.train.log_every * ctx.accumulation) == 0:
@@ -216,10 +213,7 @@ class Trainer:
 
     def _train_sampler(self, plan: StagePlan, epoch: int) -> ShardedBatchSampler:
         labels: Sequence[int] = self.data.train_labels
-        weights = None
-        if self.data.weighted_sampler:
-            counts = torch.bincount(torch.as_tensor(list(labels)), minlength=self.data.num_classes).double()
-            weights = (1.0 / counts.clamp(min=1))[torch.as_tensor(list(labels))].tolist()
+        weights = sample_weights(labels, self.data.num_classes) if self.data.weighted_sampler else None
         return ShardedBatchSampler(
             len(labels), self.spec.train.batch_size, seed=derive_seed(self.spec.seed, plan.index, epoch, 7),
             shuffle=True, rank=self.dist.rank, world_size=self.dist.world_size,
@@ -251,31 +245,12 @@ class Trainer:
     def _class_weights(self) -> Tensor | None:
         if not self.spec.train.class_weighted_loss:
             return None
-        counts = torch.bincount(torch.as_tensor(list(self.data.train_labels)), minlength=self.data.num_classes)
-        w = counts.sum() / (counts.clamp(min=1).double() * len(counts))
-        return w.float().to(self.device)
+        weights = class_weights(self.data.train_labels, self.data.num_classes)
+        return torch.tensor(weights, dtype=torch.float32, device=self.device)
 
     def _restore_best(self) -> None:
         """Reload the stage's best epoch (``best.pt``, written at least one epoch ago by rank 0)."""
-        best = torch.load(self.checkpoints.best, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(best["model"])
+        best = self.checkpoints.restore_best(self.model)
         self.state.last = dict(self.state.best.get("metrics", self.state.last))
-        log.info("restored the best epoch %s of stage %s", self.state.best.get("epoch"), best.get("stage"))
-
-    def _save(self, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any, early: EarlyStopping,
-              *, best: bool, stage_end: str | None) -> None:
-        if not self.dist.is_main:
-            return
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rng_state(),
-            "early_stopping": early.to_dict(),
-            "run_state": self.state.to_dict(),
-            "stage": self.state.current_stage_name(self.spec.stages),
-            "epoch": self.state.epoch,
-        }
-        self.checkpoints.save(state, best=best, stage_end=stage_end)
+        log.info("restored the best epoch %s of stage %s", self.state.best.get("epoch"), best.stage)
 
