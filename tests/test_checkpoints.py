@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from qsight.config.spec import ExperimentSpec, load_spec
+from qsight.config import ExperimentSpec, load_spec
 from qsight.errors import BadInputError
 from qsight.experiment.build import build_data, build_hybrid
 from qsight.models.backbones import tiny_cnn_backbone
@@ -175,3 +175,14 @@ def test_rng_state_survives_a_weights_only_round_trip_exactly() -> None:
     buffer.seek(0)
     set_rng_state(torch.load(buffer, weights_only=True))
     assert _draws() == expected
+
+
+def test_a_spec_edited_against_its_checkpoint_is_bad_input_naming_the_mismatch(trained: Trained) -> None:
+    edited = trained.spec.model_copy(update={"model": trained.spec.model.model_copy(
+        update={"neck": trained.spec.model.neck.model_copy(update={"dim": 6})})})  # type: ignore[union-attr]
+    other = build_hybrid(edited, trained.num_classes, CPU)
+    with pytest.raises(BadInputError) as info:
+        trained.store.read().restore_model(other)
+    message = str(info.value)
+    assert "was spec.toml edited?" in message and "shape (checkpoint vs model)" in message
+    assert "neck." in message and "(4," in message and "(6," in message

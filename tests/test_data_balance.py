@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qsight.config.spec import load_spec
+from qsight.config import load_spec
 from qsight.data.balance import class_counts, class_weights, sample_weights
 from qsight.experiment.build import build_data, build_hybrid
 from qsight.training.checkpoints import CheckpointStore

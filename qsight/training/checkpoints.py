@@ -63,10 +63,13 @@ class Checkpoint:
 
     def restore_model(self, model: nn.Module) -> None:
         """Load the model weights; a checkpoint of another model is bad input."""
-        try:
-            model.load_state_dict(self.model)
-        except RuntimeError as exc:
-            raise BadInputError(f"{self.path}: checkpoint does not fit the model: {exc}") from None
+        problems = state_mismatch(model.state_dict(), self.model)
+        if problems:
+            raise BadInputError(
+                f"{self.path}: the checkpoint does not fit the model its spec.toml builds "
+                f"(was spec.toml edited?): {'; '.join(problems)}"
+            )
+        model.load_state_dict(self.model)
 
     def restore_training(self, parts: TrainingParts) -> None:
         """Load optimizer, schedule, AMP scaler, early stopping and RNG states into `parts`."""
@@ -183,3 +186,17 @@ class CheckpointStore:
         best = self.read(self.best)
         best.restore_model(model)
         return best
+
+
+def state_mismatch(expected: Mapping[str, Tensor], found: Mapping[str, Any], limit: int = 4) -> list[str]:
+    """What keeps `found` from loading where `expected` is: missing and unexpected keys, other shapes."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and isinstance(found[k], Tensor) and found[k].shape != v.shape]
+    out = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape (checkpoint vs model)", shapes)):
+        if items:
+            more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+            out.append(f"{label}: {', '.join(items[:limit])}{more}")
+    return out
