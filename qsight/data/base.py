@@ -23,7 +23,7 @@ class DataContext:
 
 @dataclass
 class DataBundle:
-    """Train/validation data of one experiment.
+    """Train/validation (and optional test) data of one experiment.
 
     Every dataset item is ``(image, label)``: a float tensor ``(3, H, W)``
     normalised with ``mean``/``std``, and an int class index. Validation order
@@ -43,6 +43,10 @@ class DataBundle:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     weighted_sampler: bool = False  # draw training batches with class-balancing weights
     skipped: list[str] = field(default_factory=list)  # bad images skipped (on_bad_image="skip")
+    # the held-out test split, evaluated once at the end of a run (None: the dataset has none)
+    test: Dataset[tuple[Tensor, int]] | None = None
+    test_labels: Sequence[int] = ()
+    test_ids: Sequence[str] = ()
 
     @property
     def num_classes(self) -> int:
