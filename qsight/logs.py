@@ -48,12 +48,19 @@ def configure(verbosity: int = NORMAL) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step otherwise
 
 
+class _RunLogHandler(logging.FileHandler):
+    """run.log: a write that fails (a full disk) drops the line quietly instead of printing a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        return
+
+
 @contextmanager
 def run_log(run_dir: Path) -> Iterator[Path]:
     """Append INFO and above to ``<run_dir>/run.log`` for the duration of the block."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = RunLayout(run_dir).run_log
-    handler = logging.FileHandler(path, encoding="utf-8", delay=False)
+    handler = _RunLogHandler(path, encoding="utf-8", delay=False)
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.setLevel(logging.INFO)
     root = logging.getLogger()

@@ -127,3 +127,31 @@ def test_dry_run_is_marked_and_logged(tmp_path: Path) -> None:
     assert "starting run dry" in log and "stage quantum starts" in log
     listed = json.loads(cli("runs", "list", "--root", str(tmp_path / "dry"), "--format", "json").stdout)
     assert listed[0]["dry_run"] is True
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or not _mount("-t", "tmpfs", "-o", "size=1100k", "tmpfs", str(disk)):
+        pytest.skip("needs root with mount rights to make a small tmpfs")
+    try:
+        folder = disk / "run"
+        spec = tiny_spec(tmp_path, output__root=str(disk), stages__1__epochs=4)
+        res = cli("run", str(spec), "--run-dir", str(folder))
+        assert res.returncode == 1, res.stderr
+        assert "No space left on device" in res.stderr and "Traceback" not in res.stderr
+        assert res.stderr.count("run failed") == 1
+        assert not (folder / "run.lock").exists()
+        summary = folder / "summary.json"
+        if summary.exists():
+            assert json.loads(summary.read_text())["status"] == "failed"
+        else:
+            assert "summary.json could not be written" in res.stderr
+        assert (folder / "checkpoints" / "last.pt").is_file()
+        assert subprocess.run(["mount", "-o", "remount,size=64m", str(disk)]).returncode == 0
+        again = cli("run", "--resume", str(folder))
+        assert again.returncode == 0, again.stderr
+        assert json.loads(summary.read_text())["status"] == "completed"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -127,6 +127,9 @@ class Experiment:
             message, pending = str(exc), exc
         except RunFailedError as exc:
             message = str(exc)
+        except OSError as exc:  # a full disk, a vanished mount: stop cleanly, checkpoints stay resumable
+            message = f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}"
+            self._write_error(traceback.format_exc())
         except Exception as exc:  # a crash in a component: record it, exit 1
             message = f"{type(exc).__name__}: {exc}"
             self._write_error(traceback.format_exc())
@@ -137,6 +140,9 @@ class Experiment:
             if status == "completed" and self.checkpoints.best.is_file():
                 self.sinks.log_artifact(self.checkpoints.best, "checkpoints")
             summary["sinks"] = self.sinks.finish(status, summary)
+            local = summary["sinks"].get(self.sinks.local.name, "ok")
+            if local != "ok":
+                message = f"{message}; summary.json could not be written ({local})".lstrip("; ")
         if pending is not None:
             raise pending
         return RunResult(self.run_dir, status, message, summary)
@@ -158,9 +164,13 @@ class Experiment:
         }
 
     def _write_error(self, text: str) -> None:
+        """The traceback goes to error.log and run.log (not the terminal: the CLI says what failed)."""
         if self.dist.is_main:
-            write_atomic(RunLayout(self.run_dir).error_log, text)
-        log.error("run failed:\n%s", text)
+            try:
+                write_atomic(RunLayout(self.run_dir).error_log, text)
+            except OSError as exc:
+                log.warning("could not write error.log: %s", exc)
+        log.info("run failed:\n%s", text)
 
 
 def _local_rank() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -100,12 +101,15 @@ class LocalSink(BaseSink):
             shutil.copy2(path, dest)
 
     def finish(self, status: str, summary: Mapping[str, Any]) -> None:
-        """Close metrics.jsonl and write summary.json (contract keys first)."""
-        if self._metrics is not None:
-            self._metrics.close()
-            self._metrics = None
-        self.write_summary(status, summary)
-        remove_lock(self.run_dir)
+        """Close metrics.jsonl and write summary.json (contract keys first); the lock goes whatever happens."""
+        try:
+            if self._metrics is not None:
+                handle, self._metrics = self._metrics, None
+                with contextlib.suppress(OSError):  # a full disk loses the last unflushed lines, not the summary
+                    handle.close()
+            self.write_summary(status, summary)
+        finally:
+            remove_lock(self.run_dir)
 
     def write_summary(self, status: str, summary: Mapping[str, Any]) -> None:
         """summary.json: status, final, best, stages, sinks, then any other keys given."""
