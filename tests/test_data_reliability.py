@@ -76,23 +76,28 @@ def _png_rgb16(path: Path, value: int) -> None:
 
 
 def test_high_bit_depth_images_are_scaled_by_their_range_not_clipped(tmp_path: Path) -> None:
-    """Old code: a 16-bit PNG of 30000 read as 255 (white), a float TIFF of 0.5 as 0 (black)."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    Image.fromarray(np.full((SIZE, SIZE), 30000, dtype=np.uint16)).save(tmp_path / "a" / "gray16.png")
-    Image.fromarray(np.full((SIZE, SIZE), 30000, dtype=np.uint16)).save(tmp_path / "a" / "gray16.tif")
-    Image.fromarray(np.full((SIZE, SIZE), 0.5, dtype=np.float32)).save(tmp_path / "b" / "float.tif")
+    """Old code: a 16-bit PNG of 30000 read as 255 (white), a float TIFF of 0.5 as 0 (black).
+
+    Each file must give the tensor of an 8-bit image of the same brightness (117 = 30000/65535*255).
+    """
+    gray16 = np.full((SIZE, SIZE), 30000, dtype=np.uint16)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+    Image.fromarray(gray16).save(tmp_path / "a" / "gray16.png")
+    Image.fromarray(gray16).save(tmp_path / "a" / "gray16.tif")
+    Image.fromarray(np.full((SIZE, SIZE), 117, dtype=np.uint8)).save(tmp_path / "a" / "ref117.png")
     _png_rgb16(tmp_path / "b" / "rgb16.png", 30000)
+    Image.fromarray(np.full((SIZE, SIZE), 0.5, dtype=np.float32)).save(tmp_path / "b" / "float.tif")
+    Image.fromarray(np.full((SIZE, SIZE), 128, dtype=np.uint8)).save(tmp_path / "b" / "ref128.png")
     assert Image.open(tmp_path / "a" / "gray16.png").mode == "I;16"
-    b = _build("image-folder", tmp_path, root=str(tmp_path), val_fraction=0.5, raw=True)
+    b = _build("image-folder", tmp_path, root=str(tmp_path), val_fraction=0.5)
     seen = {}
     for ds in (b.train_plain, b.val):
         for i, s in enumerate(ds.samples):  # type: ignore[attr-defined]
             seen[s.path.name] = ds[i][0]
-    want16 = round(30000 / 65535 * 255) / 255  # 117/255, as for an 8-bit image of 117
-    for name in ("gray16.png", "gray16.tif", "rgb16.png"):
-        torch.testing.assert_close(seen[name], torch.full((3, SIZE, SIZE), want16), msg=name)
-    torch.testing.assert_close(seen["float.tif"], torch.full((3, SIZE, SIZE), 128 / 255))
+    pairs = {"gray16.png": "ref117.png", "gray16.tif": "ref117.png", "rgb16.png": "ref117.png"}
+    for name, ref in {**pairs, "float.tif": "ref128.png"}.items():
+        torch.testing.assert_close(seen[name], seen[ref], msg=name)
 
 
 # -- labels outside the declared classes ------------------------------------------------------------
@@ -189,7 +194,7 @@ def test_skip_policy_holds_when_images_are_not_checked_up_front(tmp_path: Path) 
     with pytest.raises(DataError, match=r"img00[17]\.png"):
         list(DataLoader(strict.train_plain, batch_size=64))
     b = _build("csv", tmp_path, root=str(tmp_path), image_check="none", on_bad_image="skip", val_fraction=0.25)
-    assert b.skipped_images() == []  # nothing known before loading
+    assert b.skipped == []  # nothing known before loading
     for ds in (b.train_plain, b.val):  # worker processes find the bad files; the main process sees them
         x, y = next(iter(DataLoader(ds, batch_size=64, num_workers=2)))
         assert x.shape[0] == len(ds) and torch.isfinite(x).all()  # type: ignore[arg-type]
@@ -202,14 +207,18 @@ def test_skip_policy_holds_when_images_are_not_checked_up_front(tmp_path: Path) 
         assert b.display_image(i).shape == (SIZE, SIZE, 3), name  # a bad validation file shows its stand-in
 
 
-def test_a_class_with_no_loadable_file_left_stops(tmp_path: Path) -> None:
+def test_a_stand_in_comes_from_another_class_when_its_own_has_none_left(tmp_path: Path) -> None:
     _aptos(tmp_path, [0, 0, 0, 1, 1, 1])
     for k in range(3):
         _corrupt(tmp_path / "train_images" / f"img{k:03d}.png")
-    b = _build("csv", tmp_path, root=str(tmp_path), image_check="none", on_bad_image="skip", num_classes=2)
+    b = _build("csv", tmp_path, root=str(tmp_path), image_check="none", on_bad_image="skip", class_names=("x", "y"))
     first = b.train_labels.index(0)  # type: ignore[attr-defined]
-    msg = _message(lambda: b.train[first])
-    assert "no image of its class (label 0) can be read any more" in msg
+    assert b.train[first][1] == 1  # the image returned is a readable one, with its own label
+    assert len(b.skipped_images()) == 2  # both class-0 training files were tried
+    for k in range(3, 6):
+        _corrupt(tmp_path / "train_images" / f"img{k:03d}.png")
+    b = _build("csv", tmp_path, root=str(tmp_path), image_check="none", on_bad_image="skip", class_names=("x", "y"))
+    assert "no image of this set can be read any more" in _message(lambda: b.train[0])
 
 
 # -- names of per-sample artifacts ------------------------------------------------------------------
@@ -279,26 +288,32 @@ def test_a_plugin_backbone_can_name_its_normalisation() -> None:
     assert backbone_normalization(Params()) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-# -- end to end: names of Grad-CAM files, and images skipped while loading, in summary.json ---------------------
+# -- end to end: Grad-CAM file names, and images skipped while loading in summary.json ----------------
 
 
-def test_run_names_gradcam_files_per_sample_and_counts_images_skipped_while_loading(tmp_path: Path) -> None:
-    """Old code: b/img4 overwrote a/img4's Grad-CAM files, and the corrupt image stopped the run."""
-    data = tmp_path / "data"
-    for cls in ("a", "b"):
-        for k in range(4):
-            _png(data / cls / f"t{k}.png", k)
-        _png(data / "val" / cls / "img4.png", 7)
-    _corrupt(data / "b" / "t2.png")
-    spec = tiny_spec(
-        tmp_path,
-        data={"type": "image-folder", "root": str(data), "val_dir": "val", "image_size": 32,
-              "image_check": "none", "on_bad_image": "skip"},
-    )
-    run_dir = tmp_path / "run"
-    res = cli("run", str(spec), "--run-dir", str(run_dir), "--dry-run")
+def _run(tmp: Path, data: dict[str, Any]) -> Path:
+    run_dir = tmp / "run"
+    res = cli("run", str(tiny_spec(tmp, data={"type": "image-folder", "image_size": 32, **data})),
+              "--run-dir", str(run_dir), "--dry-run")
     assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir
+
+
+def test_gradcam_files_are_named_per_sample(tmp_path: Path) -> None:
+    """Old code: b/img4's Grad-CAM files overwrote a/img4's (both named img4_*)."""
+    for cls in ("a", "b"):
+        for k in range(3):
+            _png(tmp_path / "data" / cls / f"t{k}.png", k)
+        _png(tmp_path / "data" / "val" / cls / "img4.png", 7)
+    run_dir = _run(tmp_path, {"root": str(tmp_path / "data"), "val_dir": "val"})
     cams = run_dir / "visualizations" / "classical" / "epoch_01" / "gradcam"
     assert {p.name for p in cams.glob("*_original.png")} == {"a__img4_original.png", "b__img4_original.png"}
+
+
+def test_a_run_skips_and_counts_images_found_bad_while_loading(tmp_path: Path) -> None:
+    """Old code: with image_check = "none" the corrupt image stopped the run (exit 2) despite "skip"."""
+    _flat_folders(tmp_path / "data", 90)
+    _corrupt(tmp_path / "data" / "b" / "b2.png")
+    run_dir = _run(tmp_path, {"root": str(tmp_path / "data"), "image_check": "none", "on_bad_image": "skip"})
     skipped = summary(run_dir)["skipped_images"]
-    assert len(skipped) == 1 and skipped[0].startswith("b/t2.png: image b/t2.png unreadable image")
+    assert len(skipped) == 1 and skipped[0].startswith("b/b2.png: image b/b2.png unreadable image")

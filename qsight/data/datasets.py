@@ -2,11 +2,13 @@
 
 A file that fails to load raises ``DataError``, unless the dataset skips bad
 images (``on_bad_image = "skip"``): then the file is marked failed and a
-stand-in is loaded instead, the next loadable sample of the same class in
-list order. The stand-in keeps the class counts, the class weights and the
-sampler's weights exact; a class with no loadable file left raises. Marks
-live in a shared-memory tensor, so DataLoader worker processes (fork or
-spawn) mark what they find and the main process sees it (``failed``).
+stand-in is returned instead, with its own label: the next loadable sample of
+the same class in list order, which keeps the class counts (and so the class
+and sampler weights) exact; only when the class has none left, the next
+loadable sample of any class. The length of the dataset, and so every
+sampler, stays as planned. Marks live in a shared-memory tensor, so
+DataLoader worker processes (fork or spawn) mark what they find and the main
+process sees it (``failed``); a file once marked is not tried again.
 """
 
 from __future__ import annotations
@@ -96,13 +98,19 @@ class FileDataset(Dataset[tuple[torch.Tensor, int]]):
             except DataError as exc:
                 self.marks[j] = True
                 log.warning("%s: skipped, %s", self.samples[j].ref, exc)
-        raise DataError(f"{s.ref}: no image of its class (label {s.label}) can be read any more")
+        raise DataError(f"{s.ref}: no image of this set can be read any more")
 
     def _stand_ins(self, i: int) -> Iterator[int]:
-        """``i``, then the other samples of its class in list order, wrapping around."""
-        same, k = self._by_class[self.samples[i].label], self._place[i]
+        """``i``, the other samples of its class, then those of other classes, each in list order from ``i``."""
+        label = self.samples[i].label
+        same, k = self._by_class[label], self._place[i]
         for step in range(len(same)):
             yield same[(k + step) % len(same)]
+        n = len(self.samples)
+        for step in range(1, n):
+            j = (i + step) % n
+            if self.samples[j].label != label:
+                yield j
 
     def failed(self) -> list[Sample]:
         """The samples marked failed so far, by this process or a worker."""

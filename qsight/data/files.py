@@ -72,14 +72,20 @@ def drop_duplicates(
                 first[key] = s
                 part.append(s)
                 continue
-            f = first[key]
-            labels = f", labels {f.label} and {s.label}" if f.label != s.label else ""
-            repeats.append(f"{s.ref}: image {shown(s.path, root)} repeats {f.ref} ({shown(f.path, root)}{labels})")
+            repeats.append(_repeat(s, first[key], root))
     if repeats and params.duplicates == "error":
         more = f"; {len(repeats)} repeats in all" if len(repeats) > 3 else ""
         raise DataError(f"{'; '.join(repeats[:3])}{more} (duplicates = \"first\" keeps the first listing)")
     skipped += [f"{r}: dropped" for r in repeats]
     return kept
+
+
+def _repeat(s: Sample, first: Sample, root: Path) -> str:
+    where = shown(first.path, root)
+    notes = [where] if first.path != s.path and where != first.ref else []
+    notes += [f"labels {first.label} and {s.label}"] if first.label != s.label else []
+    extra = f" ({', '.join(notes)})" if notes else ""
+    return f"{s.ref}: image {shown(s.path, root)} repeats {first.ref}{extra}"
 
 
 def require_all_classes(samples: Sequence[Sample], class_names: Sequence[str], where: str, hint: str = "") -> None:
@@ -156,4 +162,4 @@ def file_bundle(
 def load_problem(s: Sample) -> str:
     """Why a file failed to load during the run (checked again, fully), for the skipped list."""
     problem = image_problem(s.path, "decode") or "failed to load"
-    return f"{problem} (found while loading; a loadable image of its class stood in)"
+    return f"{problem} (found while loading; another image stood in)"
