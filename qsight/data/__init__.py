@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qsight.components import DATASETS
-from qsight.data.base import DataBundle, DataContext
+from qsight.data.base import IMAGENET_MEAN, IMAGENET_STD, DataBundle, DataContext
 from qsight.data.params import (
     APTOS_BALANCE,
     DR_GRADE_NAMES,
@@ -32,6 +32,8 @@ __all__ = [
     "APTOS_BALANCE",
     "DR_GRADE_NAMES",
     "GENERATOR_VERSION",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "AugmentParams",
     "CsvParams",
     "DataBundle",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from qsight.data.base import DataBundle
-from qsight.data.datasets import FileDataset
-from qsight.data.images import Sample, image_problem, load_rgb
+from qsight.data.base import DataBundle, DataContext
+from qsight.data.datasets import FileDataset, failure_marks
+from qsight.data.images import Sample, image_problem
 from qsight.data.params import FileDatasetParams
 from qsight.data.splits import stratified_split
 from qsight.data.transforms import display_transform, eval_transform, train_transform
@@ -51,12 +52,48 @@ def check_samples(samples: Sequence[Sample], params: FileDatasetParams, root: Pa
     return good
 
 
-def require_all_classes(samples: Sequence[Sample], class_names: Sequence[str], where: str) -> None:
+def drop_duplicates(
+    train: Sequence[Sample], val: Sequence[Sample], params: FileDatasetParams, root: Path, skipped: list[str]
+) -> tuple[list[Sample], list[Sample]]:
+    """``train`` and ``val`` without a second listing of one file (after following links).
+
+    A repeat would put one image in both splits, or train it under two labels:
+    ``DataError`` naming the repeats, or, with ``duplicates = "first"``, the
+    first listing kept (training before validation) and the others recorded in
+    ``skipped``.
+    """
+    first: dict[str, Sample] = {}
+    repeats: list[str] = []
+    kept: tuple[list[Sample], list[Sample]] = ([], [])
+    for part, samples in zip(kept, (train, val), strict=True):
+        for s in samples:
+            key = os.path.realpath(s.path)
+            if key not in first:
+                first[key] = s
+                part.append(s)
+                continue
+            repeats.append(_repeat(s, first[key], root))
+    if repeats and params.duplicates == "error":
+        more = f"; {len(repeats)} repeats in all" if len(repeats) > 3 else ""
+        raise DataError(f"{'; '.join(repeats[:3])}{more} (duplicates = \"first\" keeps the first listing)")
+    skipped += [f"{r}: dropped" for r in repeats]
+    return kept
+
+
+def _repeat(s: Sample, first: Sample, root: Path) -> str:
+    where = shown(first.path, root)
+    notes = [where] if first.path != s.path and where != first.ref else []
+    notes += [f"labels {first.label} and {s.label}"] if first.label != s.label else []
+    extra = f" ({', '.join(notes)})" if notes else ""
+    return f"{s.ref}: image {shown(s.path, root)} repeats {first.ref}{extra}"
+
+
+def require_all_classes(samples: Sequence[Sample], class_names: Sequence[str], where: str, hint: str = "") -> None:
     """``DataError`` when a class has no sample in ``samples``."""
     counts = np.bincount([s.label for s in samples], minlength=len(class_names))
     empty = [name for name, n in zip(class_names, counts, strict=False) if n == 0]
     if empty:
-        raise DataError(f"{where}: class(es) {', '.join(map(repr, empty))} have no usable images")
+        raise DataError(f"{where}: class(es) {', '.join(map(repr, empty))} have no usable images{hint}")
 
 
 def split_samples(samples: Sequence[Sample], params: FileDatasetParams, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -67,38 +104,62 @@ def split_samples(samples: Sequence[Sample], params: FileDatasetParams, seed: in
     return [samples[i] for i in tr], [samples[i] for i in va]
 
 
+def readable_names(paths: Sequence[Path]) -> list[str]:
+    """Each path relative to the folder all share, without suffix, ``/`` written ``__`` (``mild__img4``)."""
+    if not paths:
+        return []
+    common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [
+        os.path.splitext(os.path.relpath(os.path.abspath(p), common))[0].replace(os.sep, "__") for p in paths
+    ]
+
+
 def file_bundle(
     train: Sequence[Sample],
     val: Sequence[Sample],
     class_names: Sequence[str],
     params: FileDatasetParams,
+    ctx: DataContext,
     skipped: list[str],
+    root: Path,
 ) -> DataBundle:
-    """A ``DataBundle`` over checked image files."""
-    size = params.image_size
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    train_tf = train_transform(params.augment, size, mean, std, params.resize)
-    eval_tf = eval_transform(size, mean, std, params.resize)
+    """A ``DataBundle`` over checked image files, normalised with ``ctx.mean``/``ctx.std``."""
+    size, mean, std, skip = params.image_size, ctx.mean, ctx.std, params.on_bad_image == "skip"
     fit = display_transform(size, params.resize)
-    val_list = list(val)
+    marks = failure_marks(len(train))
+    train_set = FileDataset(train, train_transform(params.augment, size, mean, std, params.resize), size,
+                            skip_bad=skip, marks=marks)
+    train_plain = FileDataset(train, eval_transform(size, mean, std, params.resize), size, skip_bad=skip, marks=marks)
+    val_set = FileDataset(val, eval_transform(size, mean, std, params.resize), size, skip_bad=skip)
 
     def display_image(i: int) -> np.ndarray:
-        img = fit(load_rgb(val_list[i].path, size))
-        out: np.ndarray = img.permute(1, 2, 0).numpy().astype(np.uint8)
+        out: np.ndarray = fit(val_set.load(i)[0]).permute(1, 2, 0).numpy().astype(np.uint8)
         return out
+
+    def failed_on_load() -> list[str]:
+        bad = train_set.failed() + val_set.failed()
+        return [f"{s.ref}: image {shown(s.path, root)} {load_problem(s)}" for s in bad]
 
     return DataBundle(
         class_names=tuple(class_names),
-        train=FileDataset(train, train_tf, size),
-        train_plain=FileDataset(train, eval_tf, size),
-        val=FileDataset(val_list, eval_tf, size),
+        train=train_set,
+        train_plain=train_plain,
+        val=val_set,
         train_labels=[s.label for s in train],
-        val_labels=[s.label for s in val_list],
-        val_ids=[str(s.path) for s in val_list],
+        val_labels=[s.label for s in val],
+        val_ids=[str(s.path) for s in val],
         display_image=display_image,
         lesion_mask=None,
         mean=mean,
         std=std,
         weighted_sampler=params.weighted_sampler,
         skipped=skipped,
+        val_names=readable_names([s.path for s in val]),
+        failed_on_load=failed_on_load,
     )
+
+
+def load_problem(s: Sample) -> str:
+    """Why a file failed to load during the run (checked again, fully), for the skipped list."""
+    problem = image_problem(s.path, "decode") or "failed to load"
+    return f"{problem} (found while loading; another image stood in)"

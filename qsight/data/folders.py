@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from qsight.data.base import DataBundle, DataContext
-from qsight.data.files import check_samples, file_bundle, require_all_classes, require_dir, split_samples
+from qsight.data.files import (
+    check_samples,
+    drop_duplicates,
+    file_bundle,
+    require_all_classes,
+    require_dir,
+    split_samples,
+)
 from qsight.data.images import Sample
 from qsight.data.params import ImageFolderParams
 from qsight.errors import DataError
@@ -27,12 +34,17 @@ def class_folders(root: Path, classes: tuple[str, ...] | None, exclude: str | No
 
 
 def folder_samples(root: Path, folders: tuple[str, ...], extensions: tuple[str, ...]) -> list[Sample]:
-    """Every image file (by suffix) in each class folder, in sorted order; label = folder index."""
+    """Every image file (by suffix) in each class folder, in sorted order; label = folder index.
+
+    A link to a missing file is listed too, so that it is reported (or skipped and counted).
+    """
     suffixes = {e.lower() for e in extensions}
     out = []
     for label, name in enumerate(folders):
         folder = require_dir(root / name, f"class folder for {name!r}:")
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        files = sorted(
+            p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and p.suffix.lower() in suffixes
+        )
         out += [Sample(p, label, f"{name}/{p.name}") for p in files]
     return out
 
@@ -45,14 +57,17 @@ def image_folder_dataset(params: ImageFolderParams, ctx: DataContext) -> DataBun
     if len(names) != len(folders):
         raise DataError(f"{root}: {len(folders)} class folders ({', '.join(folders)}) but {len(names)} class_names")
     skipped: list[str] = []
-    samples = check_samples(folder_samples(root, folders, params.extensions), params, root, skipped)
+    listed = folder_samples(root, folders, params.extensions)
+    val_root = None if params.val_dir is None else require_dir(root / params.val_dir, "validation folder")
+    val_listed = [] if val_root is None else folder_samples(val_root, folders, params.extensions)
+    listed, val_listed = drop_duplicates(listed, val_listed, params, root, skipped)
+    samples = check_samples(listed, params, root, skipped)
     require_all_classes(samples, names, str(root))
-    if params.val_dir is not None:
-        val_root = require_dir(root / params.val_dir, "validation folder")
+    if val_root is not None:
         train = samples
-        val = check_samples(folder_samples(val_root, folders, params.extensions), params, root, skipped)
+        val = check_samples(val_listed, params, root, skipped)
         if not val:
             raise DataError(f"{val_root}: no usable validation images")
     else:
         train, val = split_samples(samples, params, ctx.seed)
-    return file_bundle(train, val, names, params, skipped)
+    return file_bundle(train, val, names, params, ctx, skipped, root)

@@ -15,6 +15,9 @@ APTOS_BALANCE: tuple[float, ...] = (0.49, 0.10, 0.27, 0.05, 0.08)
 
 OnBadImage = Literal["error", "skip"]
 ImageCheck = Literal["none", "header", "decode"]
+Duplicates = Literal["error", "first"]
+#: Classes of the ``csv`` dataset's integer labels when neither ``class_names`` nor ``num_classes`` says.
+DR_GRADES = 5
 
 
 class AugmentParams(Params):
@@ -106,9 +109,16 @@ class FileDatasetParams(LoaderParams):
         0.2, gt=0.0, lt=1.0, description="stratified validation share (when no explicit validation set)"
     )
     split_seed: int = Field(0, ge=0, description="offset added to the experiment seed for the split")
-    on_bad_image: OnBadImage = Field("error", description="'error': stop (exit 2); 'skip': skip and count")
+    on_bad_image: OnBadImage = Field(
+        "error",
+        description="'error': stop (exit 2); 'skip': skip and count (also images found bad only when loaded)",
+    )
     image_check: ImageCheck = Field(
         "header", description="check images when the bundle is built: none, header (cheap) or decode (full)"
+    )
+    duplicates: Duplicates = Field(
+        "error",
+        description="an image file listed twice: 'error' (exit 2) or 'first' (keep the first, count the others)",
     )
     resize: Literal["center-crop", "stretch"] = Field(
         "center-crop", description="fit to a square: resize the short side and crop, or stretch"
@@ -125,6 +135,19 @@ class CsvParams(FileDatasetParams):
     extension: str = Field(".png", description="appended to the id to form the file name (EyePACS: .jpeg)")
     val_csv: str | None = Field(None, description="explicit validation CSV, relative to root")
     val_image_dir: str | None = Field(None, description="validation image folder (default: image_dir)")
+    num_classes: int | None = Field(
+        None,
+        ge=2,
+        le=10_000,
+        description="integer labels are classes 0..n-1; none: class_names decide, else 5 (the DR grades 0-4)",
+    )
+
+    @model_validator(mode="after")
+    def _names_match_count(self) -> CsvParams:
+        names, n = self.class_names, self.num_classes
+        if names is not None and n is not None and len(names) != n:
+            raise ValueError(f"class_names has {len(names)} names but num_classes is {n}")
+        return self
 
 
 class ImageFolderParams(FileDatasetParams):

@@ -122,7 +122,7 @@ def synthetic_fundus_dataset(params: SyntheticFundusParams, ctx: DataContext) ->
     """Build the bundle from the (cached) generated arrays."""
     seed = ctx.seed + params.seed
     a = synthetic_arrays(params, seed, ctx.cache_dir)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    mean, std = ctx.mean, ctx.std
     size = params.image_size
     train_tf = train_transform(params.augment, size, mean, std, resize=None)
     eval_tf = eval_transform(size, mean, std, resize=None)

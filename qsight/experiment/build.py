@@ -20,6 +20,7 @@ from qsight.data.base import DataBundle, DataContext
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
 from qsight.models.hybrid import HybridModel, build_model
+from qsight.models.normalization import backbone_normalization
 from qsight.runs.layout import RunLayout, write_atomic
 from qsight.sinks import RunInfo, SinkSet, build_sinks
 from qsight.training.checkpoints import CheckpointStore
@@ -44,8 +45,9 @@ def choose_device(asked: str, local_rank: int = 0) -> torch.device:
 
 
 def build_data(spec: ExperimentSpec) -> DataBundle:
-    """The dataset component named by ``[data]``."""
-    ctx = DataContext(seed=spec.seed, cache_dir=Path(spec.output.root) / "cache")
+    """The dataset component named by ``[data]``, normalised as ``[model.backbone]`` expects."""
+    mean, std = backbone_normalization(spec.model.backbone)
+    ctx = DataContext(seed=spec.seed, cache_dir=Path(spec.output.root) / "cache", mean=mean, std=std)
     return DATASETS.get(component_type(spec.data)).build(spec.data, ctx)
 
 
@@ -159,7 +161,7 @@ class Experiment:
             "started": datetime.fromtimestamp(started, UTC).isoformat(),
             "seconds": round(time.time() - started, 2),
             "global_step": state.global_step,
-            "skipped_images": list(self.data.skipped),
+            "skipped_images": self.data.skipped_images(),
             "class_names": list(self.data.class_names),
         }
 

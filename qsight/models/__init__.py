@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from qsight.models.heads import LinearHead, MlpHead
     from qsight.models.hybrid import HybridModel, build_model
     from qsight.models.neck import Neck
+    from qsight.models.normalization import backbone_normalization
     from qsight.models.stages import StageLike
 
 _LAZY = {
@@ -43,6 +44,7 @@ _LAZY = {
     "HybridModel": "qsight.models.hybrid",
     "build_model": "qsight.models.hybrid",
     "Neck": "qsight.models.neck",
+    "backbone_normalization": "qsight.models.normalization",
     "StageLike": "qsight.models.stages",
 }
 
@@ -65,6 +67,7 @@ __all__ = [
     "TimmBackboneParams",
     "TinyCnn",
     "TinyCnnParams",
+    "backbone_normalization",
     "build_model",
 ]
 

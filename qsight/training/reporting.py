@@ -96,5 +96,5 @@ class EpochReporter:
         return explain(
             self.model, images.to(self.device), display, labels, targets, out_dir,
             target_layer=self.spec.explain.target_layer, lesion_masks=masks,
-            names=[Path(str(self.data.val_ids[i])).stem for i in idx], class_names=self.data.class_names,
+            names=[self.data.sample_name(i) for i in idx], class_names=self.data.class_names,
         )
