@@ -130,6 +130,8 @@ class Experiment:
         return RunResult(self.run_dir, status, message, summary)
 
     def _summary(self, status: str, message: str, started: float) -> dict[str, Any]:
+        from qsight.quantum.cost import quantum_costs
+
         state = self.trainer.state
         return {
             "status": status,
@@ -142,6 +144,7 @@ class Experiment:
             "global_step": state.global_step,
             "skipped_images": list(self.data.skipped),
             "class_names": list(self.data.class_names),
+            "quantum": quantum_costs(self.model.heads.items(), len(self.data.train_labels)),
         }
 
     def _write_error(self, text: str) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
 from qsight.components import SAMPLERS
 from qsight.models.params import HeadParams
+from qsight.quantum.backend_names import check_device_name, check_fake_backend
 from registry import ComponentRef, Params
 
 FeatureMap = Literal["zz", "z", "angle"]
 Ansatz = Literal["real-amplitudes", "efficient-su2"]
 Entanglement = Literal["full", "linear", "reverse_linear", "circular", "pairwise"]
 Readout = Literal["probabilities", "expectations", "parity"]
+FakeBackend = Annotated[str, AfterValidator(check_fake_backend)]
+DeviceName = Annotated[str, AfterValidator(check_device_name)]
+OptimizationLevel = Annotated[int, Field(ge=0, le=3)]
 
 
 class TorchExactParams(Params):
@@ -49,6 +53,38 @@ class AerParams(Params):
     depolarizing_2q: float = Field(0.0, ge=0.0, le=1.0, description="depolarising error on each 2-qubit gate")
     gradient: Literal["parameter-shift", "none"] = Field(
         "parameter-shift", description="'none' stops gradients at the circuit (evaluation only)"
+    )
+    backend: FakeBackend | None = Field(
+        None,
+        description="a qiskit-ibm-runtime fake device (e.g. 'fake_torino'): transpile to it, sample its noise",
+    )
+    optimization_level: OptimizationLevel = Field(2, description="transpiler optimisation level (with backend)")
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> AerParams:
+        if self.backend is not None and (self.depolarizing_1q or self.depolarizing_2q):
+            raise ValueError("set either backend (its calibrated noise) or depolarizing_1q/2q, not both")
+        return self
+
+
+class IbmRuntimeParams(Params):
+    """IBM Quantum through qiskit-ibm-runtime's client-side Sampler in batch mode.
+
+    A real device (e.g. 'ibm_torino') needs an API token in QISKIT_IBM_TOKEN; a fake backend
+    ('fake_torino') runs the same code in qiskit-ibm-runtime's local testing mode.
+    """
+
+    backend: DeviceName = Field(description="IBM Quantum device name, or a fake backend for local mode")
+    shots: int = Field(1024, ge=1, le=1_000_000, description="shots per circuit")
+    optimization_level: OptimizationLevel = Field(2, description="transpiler optimisation level")
+    channel: Literal["ibm_quantum_platform", "ibm_cloud"] | None = Field(
+        None, description="IBM Quantum channel (real devices); none: the client's default"
+    )
+    instance: str | None = Field(None, description="IBM Quantum instance (CRN or name); none: any available")
+    seed: int | None = Field(1234, ge=0, description="simulator seed in local mode")
+    gradient: Literal["parameter-shift", "none"] = Field(
+        "parameter-shift",
+        description="'none' stops gradients at the circuit; parameter shift runs 1 + 2K circuits a sample",
     )
 
 
