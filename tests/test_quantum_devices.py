@@ -86,7 +86,7 @@ def test_transpiled_circuit_uses_backend_gates_and_couplings_and_keeps_the_distr
     lin = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     grads, probs = [], []
     for module in (circuit, TorchCircuit(HC)):
-        x, w = inputs()
+        x, w = inputs(rows=2)
         out = module(x, w)
         (out @ lin).sum().backward()
         probs.append(out.detach())

@@ -56,6 +56,15 @@ def open_backend(p: IbmRuntimeParams, token: str) -> Any:
         raise BadInputError(f"sampler ibm-runtime: cannot open IBM Quantum backend {p.backend!r}: {exc}") from exc
 
 
+def quiet_client_logs() -> None:
+    """The client logs three INFO lines a job through its own handler; keep WARNING and up unless asked.
+
+    ``QISKIT_IBM_RUNTIME_LOG_LEVEL`` (the client's own setting) still wins."""
+    client = logging.getLogger("qiskit_ibm_runtime")
+    if "QISKIT_IBM_RUNTIME_LOG_LEVEL" not in os.environ and client.level == logging.NOTSET:
+        client.setLevel(logging.WARNING)
+
+
 class IbmRuntimeSampler:
     """IBM Quantum (or a fake device in local mode) through the client-side Sampler, batch mode."""
 
@@ -64,6 +73,7 @@ class IbmRuntimeSampler:
     def __init__(self, p: IbmRuntimeParams) -> None:
         self.params = p
         token = require_token(p.backend)
+        quiet_client_logs()
         self.local = token is None
         self.backend = fake_backend(p.backend) if token is None else open_backend(p, token)
         self.optimization_level = p.optimization_level

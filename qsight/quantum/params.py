@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from qsight.components import SAMPLERS
 from qsight.models.params import HeadParams
@@ -16,8 +16,6 @@ FeatureMap = Literal["zz", "z", "angle"]
 Ansatz = Literal["real-amplitudes", "efficient-su2"]
 Entanglement = Literal["full", "linear", "reverse_linear", "circular", "pairwise"]
 Readout = Literal["probabilities", "expectations", "parity"]
-FakeBackend = Annotated[str, AfterValidator(check_fake_backend)]
-DeviceName = Annotated[str, AfterValidator(check_device_name)]
 OptimizationLevel = Annotated[int, Field(ge=0, le=3)]
 
 
@@ -54,11 +52,16 @@ class AerParams(Params):
     gradient: Literal["parameter-shift", "none"] = Field(
         "parameter-shift", description="'none' stops gradients at the circuit (evaluation only)"
     )
-    backend: FakeBackend | None = Field(
+    backend: str | None = Field(
         None,
         description="a qiskit-ibm-runtime fake device (e.g. 'fake_torino'): transpile to it, sample its noise",
     )
     optimization_level: OptimizationLevel = Field(2, description="transpiler optimisation level (with backend)")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_fake_backend(cls, name: str | None) -> str | None:
+        return None if name is None else check_fake_backend(name)
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> AerParams:
@@ -74,7 +77,7 @@ class IbmRuntimeParams(Params):
     ('fake_torino') runs the same code in qiskit-ibm-runtime's local testing mode.
     """
 
-    backend: DeviceName = Field(description="IBM Quantum device name, or a fake backend for local mode")
+    backend: str = Field(description="IBM Quantum device name, or a fake backend for local mode")
     shots: int = Field(1024, ge=1, le=1_000_000, description="shots per circuit")
     optimization_level: OptimizationLevel = Field(2, description="transpiler optimisation level")
     channel: Literal["ibm_quantum_platform", "ibm_cloud"] | None = Field(
@@ -86,6 +89,11 @@ class IbmRuntimeParams(Params):
         "parameter-shift",
         description="'none' stops gradients at the circuit; parameter shift runs 1 + 2K circuits a sample",
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _device_name(cls, name: str) -> str:
+        return check_device_name(name)
 
 
 SamplerRef = Annotated[Params, ComponentRef(SAMPLERS, default="torch-exact")]
