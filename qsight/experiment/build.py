@@ -150,6 +150,8 @@ class Experiment:
         return RunResult(self.run_dir, status, message, summary)
 
     def _summary(self, status: str, message: str, started: float) -> dict[str, Any]:
+        from qsight.quantum.cost import quantum_costs
+
         state = self.trainer.state
         return {
             "status": status,
@@ -163,6 +165,7 @@ class Experiment:
             "global_step": state.global_step,
             "skipped_images": self.data.skipped_images(),
             "class_names": list(self.data.class_names),
+            "quantum": quantum_costs(self.model.heads.items(), len(self.data.train_labels)),
         }
 
     def _write_error(self, text: str) -> None:

@@ -1,4 +1,5 @@
-"""qsight.quantum: circuits, samplers (torch-exact, statevector, aer) and the quantum head.
+"""qsight.quantum: circuits, samplers (torch-exact, statevector, aer, ibm-runtime), the quantum head
+and its circuit cost.
 
 Importing this package is cheap (no torch, no qiskit): it registers the components with their
 pydantic params; implementations load when a factory is called or a heavy name is asked for.
@@ -11,7 +12,13 @@ from typing import TYPE_CHECKING
 from qsight.components import HEADS, SAMPLERS
 from qsight.lazy import lazy_getattr
 from qsight.quantum.base import QuantumSampler
-from qsight.quantum.params import AerParams, QuantumHeadParams, StatevectorParams, TorchExactParams
+from qsight.quantum.params import (
+    AerParams,
+    IbmRuntimeParams,
+    QuantumHeadParams,
+    StatevectorParams,
+    TorchExactParams,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -21,6 +28,8 @@ __all__ = [
     "AerSampler",
     "CircuitSpec",
     "HeadCircuit",
+    "IbmRuntimeParams",
+    "IbmRuntimeSampler",
     "QuantumHead",
     "QuantumHeadParams",
     "QuantumSampler",
@@ -30,6 +39,8 @@ __all__ = [
     "TorchExactParams",
     "TorchExactSampler",
     "build_circuit",
+    "circuit_cost",
+    "quantum_costs",
 ]
 
 _LAZY = {
@@ -37,6 +48,9 @@ _LAZY = {
     "CircuitSpec": "qsight.quantum.circuits",
     "HeadCircuit": "qsight.quantum.circuits",
     "build_circuit": "qsight.quantum.circuits",
+    "circuit_cost": "qsight.quantum.cost",
+    "quantum_costs": "qsight.quantum.cost",
+    "IbmRuntimeSampler": "qsight.quantum.ibm_sampler",
     "QuantumHead": "qsight.quantum.head",
     "StatevectorQNNSampler": "qsight.quantum.qiskit_sampler",
     "TorchCircuit": "qsight.quantum.torch_exact",
@@ -71,11 +85,24 @@ def statevector_sampler(p: StatevectorParams) -> QuantumSampler:
     return StatevectorQNNSampler(p.shots, p.seed)
 
 
-@SAMPLERS.register("aer", params=AerParams, summary="Qiskit Aer SamplerV2, GPU when present")
+@SAMPLERS.register(
+    "aer", params=AerParams, summary="Qiskit Aer SamplerV2, GPU when present; a fake device's noise with backend"
+)
 def aer_sampler(p: AerParams) -> QuantumSampler:
     from qsight.quantum.aer_sampler import AerSampler
 
     return AerSampler(p)
+
+
+@SAMPLERS.register(
+    "ibm-runtime",
+    params=IbmRuntimeParams,
+    summary="IBM Quantum via qiskit-ibm-runtime, batch mode (QISKIT_IBM_TOKEN); fake_* backends run locally",
+)
+def ibm_runtime_sampler(p: IbmRuntimeParams) -> QuantumSampler:
+    from qsight.quantum.ibm_sampler import IbmRuntimeSampler
+
+    return IbmRuntimeSampler(p)
 
 
 # The sampler table is validated against the registry: rebuild now that samplers exist.

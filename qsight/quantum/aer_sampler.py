@@ -1,10 +1,10 @@
 """The `aer` sampler: ``qiskit_aer.primitives.SamplerV2`` with shots, seed, noise and a device.
 
 Aer's SamplerV2 has no exact mode: it always samples (``shots=None`` at ``run`` silently means
-the default 1024 shots). Gradients use the parameter-shift rule on a *gate-angle* circuit, where
-every parametrised gate gets its own parameter g_k = e_k(inputs, weights): the unshifted and
-all ±π/2-shifted angle sets of a batch go to Aer as one PUB (a parameter-value array of shape
-(B, 1 + 2K, K)), and torch's autograd applies the chain rule through e_k.
+the default 1024 shots). Gradients: parameter shift on a gate-angle circuit (`qsight.quantum.shift`),
+one PUB a batch. With ``backend`` (a qiskit-ibm-runtime fake device) the circuit is transpiled for
+the device once (`qsight.quantum.device`) and sampled under the device's noise on the physical
+qubits it uses.
 """
 
 from __future__ import annotations
@@ -15,20 +15,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from qiskit import QuantumCircuit, transpile
-from qiskit.circuit import ParameterExpression, ParameterVector
+from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, depolarizing_error
 from qiskit_aer.primitives import SamplerV2
-from torch import Tensor, nn
+from torch import nn
 
 from qsight.errors import BadInputError
 from qsight.quantum.circuits import HeadCircuit
-from qsight.quantum.expressions import PolyMap, param_index, to_poly
+from qsight.quantum.device import Program, compact, fake_backend, transpile_for
+from qsight.quantum.gates import SUPPORTED
 from qsight.quantum.params import AerParams
-from qsight.quantum.torch_exact import SUPPORTED
+from qsight.quantum.shift import RunSets, ShiftCircuit, check_shift_rule, gate_angle_circuit, probabilities
 
 log = logging.getLogger("qsight.quantum")
+# Under device noise Aer simulates a density matrix (2n effective qubits). Its per-gate OpenMP
+# parallelism starts at 14 effective qubits by default, where the threads' synchronisation costs
+# more than it saves: 8 qubits, 8 × 1024 shots took 18 s with it and 4.3 s without on a loaded
+# 2-core machine. Parallelise per gate only for larger states.
+_DENSITY_PARALLEL_THRESHOLD = 20
 _TWO_QUBIT = ["cx", "cz", "cp", "crz", "rzz", "swap"]
 _ONE_QUBIT = [g for g in SUPPORTED if g not in _TWO_QUBIT]
 
@@ -59,98 +64,18 @@ def noise_model(p: AerParams) -> NoiseModel | None:
     return model
 
 
-def probabilities(bits: Any, n: int) -> np.ndarray:
-    """Outcome frequencies (…, 2^n) from a SamplerV2 BitArray of measured bits."""
-    arr: np.ndarray = np.asarray(bits.array)  # (..., shots, bytes), big-endian bytes
-    ints: np.ndarray = np.zeros(arr.shape[:-1], dtype=np.int64)
-    for i in range(arr.shape[-1]):
-        ints = (ints << 8) | arr[..., i]
-    lead = ints.shape[:-1]
-    rows = ints.reshape(-1, ints.shape[-1])
-    offsets = np.arange(rows.shape[0])[:, None] * 2**n
-    counts = np.bincount((rows + offsets).ravel(), minlength=rows.shape[0] * 2**n)
-    return np.asarray(counts.reshape(*lead, 2**n) / ints.shape[-1], dtype=np.float64)
+def sample_run(sampler: SamplerV2 | Any, circuit: QuantumCircuit, n: int) -> RunSets:
+    """Angle sets (B, S, K) → probabilities (B, S, 2^n): one PUB, one `sampler.run` call."""
 
+    def run(sets: np.ndarray) -> np.ndarray:
+        result = sampler.run([(circuit, sets)]).result()
+        return probabilities(result[0].data.meas, n)
 
-def gate_angle_circuit(hc: HeadCircuit) -> tuple[QuantumCircuit, list[Any]]:
-    """The circuit with one fresh parameter g[k] per parametrised gate (a ParameterVector, so
-    Qiskit's parameter order is k's order), and each gate's angle as a polynomial of the
-    head's (inputs, weights)."""
-    src = transpile(hc.circuit, basis_gates=SUPPORTED, optimization_level=0)
-    index = param_index(hc.inputs, hc.weights)
-    angled = [ins for ins in src.data if any(_is_param(v) for v in ins.operation.params)]
-    g = ParameterVector("g", len(angled))
-    out = QuantumCircuit(src.num_qubits)
-    polys: list[Any] = []
-    for ins in src.data:
-        op = ins.operation
-        if any(_is_param(v) for v in op.params):
-            if len(op.params) != 1:
-                raise NotImplementedError(f"aer gradients: gate {op.name!r} has several angles")
-            polys.append(to_poly(op.params[0], index))
-            op = op.copy()
-            op.params = [g[len(polys) - 1]]
-        out.append(op, [src.find_bit(q).index for q in ins.qubits])
-    out.measure_all()
-    return out, polys
-
-
-def _is_param(v: object) -> bool:
-    return isinstance(v, ParameterExpression) and bool(v.parameters)
-
-
-class _ShiftFn(torch.autograd.Function):
-    """g (B, K) → probabilities (B, 2^n); the backward pass uses the shifted results."""
-
-    @staticmethod
-    def forward(ctx: Any, g: Tensor, run: Any, shifts: bool) -> Tensor:
-        probs = run(g.detach().cpu().numpy(), shifts)  # (B, 1 [+ 2K], 2^n)
-        ctx.shifted = probs[:, 1:] if shifts else None
-        return torch.from_numpy(probs[:, 0]).to(g.device, g.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
-        if ctx.shifted is None:
-            return None, None, None
-        k = ctx.shifted.shape[1] // 2
-        diff = (ctx.shifted[:, :k] - ctx.shifted[:, k:]) / 2.0  # (B, K, 2^n)
-        d = torch.from_numpy(diff).to(grad.device, grad.dtype)
-        return torch.einsum("bks,bs->bk", d, grad), None, None
-
-
-class AerCircuit(nn.Module):
-    """(angles, weights) → sampled probabilities; parameter-shift gradients (one PUB a call)."""
-
-    def __init__(self, hc: HeadCircuit, sampler: SamplerV2, gradient: bool, lock: threading.Lock) -> None:
-        super().__init__()
-        self.circuit, polys = gate_angle_circuit(hc)
-        self.angles = PolyMap(polys, len(hc.inputs) + len(hc.weights), len(hc.inputs))
-        self.n, self.n_inputs = hc.num_qubits, len(hc.inputs)
-        self.sampler, self.gradient, self.lock = sampler, gradient, lock
-
-    def _run(self, g: np.ndarray, shifts: bool) -> np.ndarray:
-        sets = g[:, None, :]
-        if shifts:
-            k = g.shape[1]
-            eye = np.eye(k)[None] * (np.pi / 2)
-            sets = np.concatenate([sets, g[:, None, :] + eye, g[:, None, :] - eye], axis=1)
-        with self.lock:
-            result = self.sampler.run([(self.circuit, sets)]).result()
-        return probabilities(result[0].data.meas, self.n)
-
-    def forward(self, angles: Tensor, weights: Tensor) -> Tensor:
-        x = angles.to("cpu", torch.float64)
-        w = weights.to("cpu", torch.float64)
-        p_full = torch.cat([x, w.expand(x.shape[0], -1)], 1)
-        p_w = torch.cat([w.new_zeros(1, self.n_inputs), w[None]], 1)
-        g = self.angles(p_full, p_w).expand(x.shape[0], -1)
-        shifts = self.gradient and torch.is_grad_enabled() and g.requires_grad and g.shape[1] > 0
-        out: Tensor = _ShiftFn.apply(g, self._run, shifts)
-        return out.to(angles.device)
+    return run
 
 
 class AerSampler:
-    """Qiskit Aer SamplerV2 on the chosen device (see the module docstring)."""
+    """Qiskit Aer SamplerV2 on the chosen device, optionally as a fake device (module docstring)."""
 
     name = "aer"
 
@@ -164,13 +89,19 @@ class AerSampler:
         if model is not None:
             self.backend_options["noise_model"] = model
         self.sampler = SamplerV2(default_shots=p.shots, seed=p.seed, options={"backend_options": self.backend_options})
+        self.backend = None if p.backend is None else fake_backend(p.backend)
+        if self.backend is not None:
+            self.backend_options["statevector_parallel_threshold"] = _DENSITY_PARALLEL_THRESHOLD
+        self.optimization_level = p.optimization_level
+        self.circuits: list[dict[str, object]] = []
         self.lock = threading.Lock()
         log.info(
-            "aer sampler on %s (asked %s; probes %s); backend options %s, shots %d, seed %s",
+            "aer sampler on %s (asked %s; probes %s); backend options %s, device backend %s, shots %d, seed %s",
             self.device,
             p.device,
             self.probes,
             self._options(),
+            p.backend,
             p.shots,
             p.seed,
         )
@@ -179,10 +110,34 @@ class AerSampler:
         return {k: (str(v) if k == "noise_model" else v) for k, v in self.backend_options.items()}
 
     def bind(self, circuit: HeadCircuit) -> nn.Module:
-        return AerCircuit(circuit, self.sampler, self.params.gradient != "none", self.lock)
+        measured, polys = gate_angle_circuit(circuit)
+        gradient = self.params.gradient != "none"
+        if self.backend is None:
+            run = sample_run(self.sampler, measured, circuit.num_qubits)
+        else:
+            run = self._device_run(measured, len(polys), gradient, circuit.num_qubits)
+        return ShiftCircuit(circuit, polys, run, gradient, self.lock)
+
+    def _device_run(self, measured: QuantumCircuit, angles: int, gradient: bool, n: int) -> RunSets:
+        """Transpile once for the fake device; sample on the used qubits under their noise."""
+        p = self.params
+        dc = transpile_for(Program.of(measured), self.backend, p.optimization_level, p.seed)
+        if gradient:
+            check_shift_rule(dc.isa, angles)
+        small, noise = compact(dc)
+        options = {"backend_options": {**self.backend_options, "noise_model": noise}}
+        self.circuits.append(
+            {"physical_qubits": list(dc.physical), "transpiled_depth": dc.depth, "two_qubit_gates": dc.two_qubit_gates}
+        )
+        log.info("aer sampler: %s noise on physical qubits %s", p.backend, list(dc.physical))
+        return sample_run(SamplerV2(default_shots=p.shots, seed=p.seed, options=options), small, n)
 
     def describe(self) -> dict[str, object]:
         p = self.params
+        device = {} if p.backend is None else {
+            "backend": p.backend, "optimization_level": p.optimization_level, "device_circuits": self.circuits,
+            "noise": f"calibration of {p.backend} (qiskit-ibm-runtime fake backend) on the qubits used",
+        }
         return {
             "sampler": self.name,
             "device": self.device,
@@ -193,6 +148,7 @@ class AerSampler:
             "seed": p.seed,
             "exact": False,
             "depolarizing": {"1q": p.depolarizing_1q, "2q": p.depolarizing_2q},
+            **device,
             "gradient": p.gradient,
             "note": "Aer SamplerV2 always samples; it has no exact mode",
         }

@@ -5,16 +5,18 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from qsight.components import SAMPLERS
 from qsight.models.params import HeadParams
+from qsight.quantum.backend_names import check_device_name, check_fake_backend
 from registry import ComponentRef, Off, Params
 
 FeatureMap = Literal["zz", "z", "angle"]
 Ansatz = Literal["real-amplitudes", "efficient-su2"]
 Entanglement = Literal["full", "linear", "reverse_linear", "circular", "pairwise"]
 Readout = Literal["probabilities", "expectations", "parity"]
+OptimizationLevel = Annotated[int, Field(ge=0, le=3)]
 
 
 class TorchExactParams(Params):
@@ -54,6 +56,50 @@ class AerParams(Params):
     gradient: Literal["parameter-shift", "none"] = Field(
         "parameter-shift", description="'none' stops gradients at the circuit (evaluation only)"
     )
+    backend: str | None = Field(
+        None,
+        description="a qiskit-ibm-runtime fake device (e.g. 'fake_torino'): transpile to it, sample its noise",
+    )
+    optimization_level: OptimizationLevel = Field(2, description="transpiler optimisation level (with backend)")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_fake_backend(cls, name: str | None) -> str | None:
+        return None if name is None else check_fake_backend(name)
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> AerParams:
+        if self.backend is not None and (self.depolarizing_1q or self.depolarizing_2q):
+            raise ValueError("set either backend (its calibrated noise) or depolarizing_1q/2q, not both")
+        return self
+
+
+class IbmRuntimeParams(Params):
+    """IBM Quantum through qiskit-ibm-runtime's client-side Sampler in batch mode.
+
+    A real device (e.g. 'ibm_torino') needs an API token in QISKIT_IBM_TOKEN; a fake backend
+    ('fake_torino') runs the same code in qiskit-ibm-runtime's local testing mode.
+    """
+
+    backend: str = Field(description="IBM Quantum device name, or a fake backend for local mode")
+    shots: int = Field(1024, ge=1, le=1_000_000, description="shots per circuit")
+    optimization_level: OptimizationLevel = Field(2, description="transpiler optimisation level")
+    channel: Literal["ibm_quantum_platform", "ibm_cloud"] | None = Field(
+        None, description="IBM Quantum channel (real devices); none: the client's default"
+    )
+    instance: str | None = Field(None, description="IBM Quantum instance (CRN or name); none: any available")
+    seed: Annotated[int | None, Off("random")] = Field(
+        1234, ge=0, description='simulator seed in local mode; "random": a fresh one per call'
+    )
+    gradient: Literal["parameter-shift", "none"] = Field(
+        "parameter-shift",
+        description="'none' stops gradients at the circuit; parameter shift runs 1 + 2K circuits a sample",
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _device_name(cls, name: str) -> str:
+        return check_device_name(name)
 
 
 SamplerRef = Annotated[Params, ComponentRef(SAMPLERS, default="torch-exact")]

@@ -1,0 +1,102 @@
+"""Circuit cost of quantum heads: the circuit's size, and what it would take on a device.
+
+The device numbers come from the head's sampler backend (`aer` with ``backend``, `ibm-runtime`),
+or from a fixed reference device (`REFERENCE_BACKEND`, optimisation level 2, transpiler seed 0)
+for samplers without one. Transpiles are cached (`qsight.quantum.device.transpile_for`), so a
+device sampler's own transpile is reused and the reference one is done once per process.
+Importing this module is cheap: a run without quantum heads imports no Qiskit for its summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from qsight.quantum.backend_names import REFERENCE_BACKEND
+
+if TYPE_CHECKING:
+    from qsight.quantum.circuits import HeadCircuit
+    from qsight.quantum.head import QuantumHead
+
+log = logging.getLogger("qsight.quantum")
+REFERENCE_LEVEL = 2
+_NOT_GATES = ("barrier", "delay")
+
+
+def circuit_cost(
+    hc: HeadCircuit,
+    train_size: int,
+    *,
+    backend: Any = None,
+    optimization_level: int = REFERENCE_LEVEL,
+    seed: int | None = 0,
+    shots: int | None = None,
+) -> dict[str, Any]:
+    """Size of `hc` (measured, as the sampled samplers run it) and its cost on `backend` (None: reference).
+
+    ``depth`` and ``transpiled_depth`` count the measurement layer. ``estimated_fidelity`` is the
+    product over the transpiled circuit's instructions of (1 − error) from the backend's Target:
+    gate errors, and readout errors of the measured qubits. ``circuits_per_epoch`` =
+    ``train_size × (1 + 2 K)``, K = ``gate_angles``, the circuit's parametrised gates: one
+    circuit per training sample, plus each gate angle shifted by ±π/2 for the parameter-shift
+    gradient (an input angle enters several gates, non-linearly in the zz feature map, so the
+    rule applies per gate), which is what the `aer` and `ibm-runtime` samplers run.
+    """
+    from qsight.quantum.device import Program, fake_backend, transpile_for
+    from qsight.quantum.shift import gate_angle_circuit
+
+    measured, polys = gate_angle_circuit(hc)
+    device = backend if backend is not None else fake_backend(REFERENCE_BACKEND)
+    dc = transpile_for(Program.of(measured), device, optimization_level, seed)
+    gates = [ins for ins in measured.data if ins.operation.name not in _NOT_GATES]
+    return {
+        "qubits": hc.num_qubits,
+        "parameters": len(hc.inputs) + len(hc.weights),
+        "weights": len(hc.weights),
+        "gate_angles": len(polys),
+        "depth": int(measured.depth(lambda ins: ins.operation.name not in _NOT_GATES)),
+        "two_qubit_gates": sum(1 for ins in gates if len(ins.qubits) == 2),
+        "backend": dc.backend,
+        "reference_backend": backend is None,
+        "optimization_level": optimization_level,
+        "physical_qubits": list(dc.physical),
+        "transpiled_depth": dc.depth,
+        "transpiled_two_qubit_gates": dc.two_qubit_gates,
+        "estimated_fidelity": round(dc.estimated_fidelity(), 6),
+        "shots": shots,
+        "circuits_per_epoch": train_size * (1 + 2 * len(polys)),
+    }
+
+
+def head_cost(head: QuantumHead, train_size: int) -> dict[str, Any]:
+    """`circuit_cost` of a built head, on its sampler's backend when it has one."""
+    from qsight.quantum.circuits import CircuitSpec, build_circuit
+
+    sampler = head.sampler
+    backend = getattr(sampler, "backend", None)
+    sampler_params = getattr(sampler, "params", None)
+    kwargs: dict[str, Any] = {"shots": sampler.describe().get("shots")}
+    if backend is not None:
+        kwargs |= {
+            "backend": backend,
+            "optimization_level": getattr(sampler, "optimization_level", REFERENCE_LEVEL),
+            "seed": getattr(sampler_params, "seed", None),
+        }
+    return circuit_cost(build_circuit(CircuitSpec.from_params(head.params)), train_size, **kwargs)
+
+
+def quantum_costs(heads: Iterable[tuple[str, Any]], train_size: int) -> dict[str, dict[str, Any]]:
+    """``{head name: cost}`` for every quantum head of (name, head) pairs; a failed one gets ``{"error": …}``."""
+    out: dict[str, dict[str, Any]] = {}
+    module = sys.modules.get("qsight.quantum.head")  # not imported: no quantum head was built
+    for name, head in heads:
+        if module is None or not isinstance(head, module.QuantumHead):
+            continue
+        try:
+            out[name] = head_cost(head, train_size)
+        except Exception as exc:  # the report must never fail a run that has finished
+            log.warning("circuit cost of head %r failed: %s", name, exc)
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
