@@ -79,7 +79,7 @@ def run_experiment(
     spec, folder, resuming = resolve_run(spec_path, overrides, run_dir, resume)
     from qsight.experiment.build import Experiment
 
-    exp = Experiment.build(spec, folder, dry_run=dry_run, progress=progress)
+    exp = Experiment.build(spec, folder, dry_run=dry_run, progress=progress, resumed=resuming)
     if resuming:
         state = exp.resume()
         trim_metrics(folder, spec, state.stage_index, state.epoch)
