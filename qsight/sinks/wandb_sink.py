@@ -4,8 +4,9 @@ A qsight run is one W&B run, however many processes it takes: the W&B run id is 
 kept in ``<run folder>/wandb/qsight-wandb.json``; a resumed process (`RunInfo.resumed`) continues
 that W&B run (``resume="allow"``). Offline, each process writes its own ``offline-run-<time>-<id>``
 folder; ``wandb sync`` uploads the folders of one id, in start order, as one run. A resumed process
-sends again the steps after its checkpoint: a killed process loses what W&B had not yet flushed
-to disk, so only the steps an online run already holds (`starting_step`) are skipped.
+sends again the steps after its checkpoint: a killed process loses what W&B had not yet written
+(its open step, and up to `FLUSH_SECONDS` of data), so only the steps an online run already
+holds (`starting_step`) are skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from qsight.sinks.params import WandbParams
 
 EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
 STATE_FILE = "qsight-wandb.json"
+FLUSH_SECONDS = 1.0
 
 
 def resolve_mode(asked: str) -> str:
@@ -64,7 +66,7 @@ class WandbSink(BaseSink):
         settings = wandb.Settings(
             silent=True, quiet=True, console="off", disable_git=True, disable_code=True,
             save_code=False, x_disable_stats=True, x_disable_machine_info=True,
-            init_timeout=self.params.init_timeout,
+            init_timeout=self.params.init_timeout, **_flush_often(wandb.Settings),
         )  # fmt: skip
         tags = [*self.params.tags, *(["dry_run"] if run.dry_run else [])]
         if earlier is None:
@@ -150,6 +152,12 @@ class WandbSink(BaseSink):
             run.summary.update({f"best/{k}": v for k, v in dict(summary.get("best", {})).items()})
         finally:
             run.finish(exit_code=EXIT_CODES.get(status, 1))
+
+
+def _flush_often(settings: Any) -> dict[str, float]:
+    """Write the offline file every second (W&B's default, 15 s, loses that much to a killed process)."""
+    name = "x_transaction_log_flush_interval"  # a recent W&B setting; unknown settings are refused
+    return {name: FLUSH_SECONDS} if name in getattr(settings, "model_fields", {}) else {}
 
 
 def read_run_id(path: Path) -> str | None:
