@@ -53,11 +53,72 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
     return out
 
 
-def test_four_runs_starting_together_on_a_fresh_store(tmp_path: Path) -> None:
-    """3 rounds of 4 runs started at once, a fresh sqlite store each round.
+SINK_PROCESS = """
+import json, sys, time
+from pathlib import Path
+from PIL import Image
+from qsight.sinks import MlflowParams, RunInfo, SinkSet
+from qsight.sinks.local import LocalSink
+from qsight.sinks.mlflow_sink import MlflowSink
+
+root, name = Path(sys.argv[1]), sys.argv[2]
+run = RunInfo("tiny", name, root / "runs" / "tiny" / name, root, {"name": "tiny"})
+run.run_dir.mkdir(parents=True)
+csv, png, ckpt = run.run_dir / "confidence.csv", run.run_dir / "confusion.png", run.run_dir / "best.pt"
+csv.write_text("id,label,pred\\na,0,1\\n")
+Image.new("RGB", (8, 8)).save(png)
+ckpt.write_bytes(b"0" * 64)
+(root / f"ready-{name}").touch()
+while not (root / "go").exists():
+    time.sleep(0.002)
+sinks = SinkSet(LocalSink(), [MlflowSink(MlflowParams())])
+sinks.start(run)
+sinks.log_metrics({"val/ensemble/qwk": 0.5}, 1, {"stage": "classical", "epoch": 1})
+sinks.log_image("classical/confusion/ensemble", png, 1)
+sinks.log_table("classical/confidence", csv, 1)
+sinks.log_artifact(ckpt, "checkpoints")
+print(json.dumps(sinks.finish("completed", {"final": {"val/ensemble/qwk": 0.5}})))
+"""
+
+
+def test_four_sink_processes_released_together_on_a_fresh_store(tmp_path: Path) -> None:
+    """4 processes start the MLflow sink at the same instant (a file barrier), 3 rounds, a fresh store each.
 
     Fails on the old code: MLflow's table creation races (`duplicate column name: step`,
-    `table _alembic_tmp_... already exists`); runs lose MLflow and the store can break for good.
+    `table _alembic_tmp_... already exists`) and the store can break for good.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for rnd in range(3):
+        root = tmp_path / f"round{rnd}" / "reports"
+        root.mkdir(parents=True)
+        names = [f"r{i}" for i in range(4)]
+        procs = [subprocess.Popen([sys.executable, "-c", SINK_PROCESS, str(root), n], cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in names]
+        deadline = time.time() + 300
+        while not all((root / f"ready-{n}").exists() for n in names) and time.time() < deadline:
+            time.sleep(0.05)
+        (root / "go").touch()
+        outputs = [p.communicate(timeout=300) for p in procs]
+        for proc, (out, err) in zip(procs, outputs, strict=True):
+            assert proc.returncode == 0 and json.loads(out)["mlflow"] == "ok", (rnd, out, err[-2000:])
+        client = store(root)
+        runs = mlflow_runs(client)
+        assert sorted(r.info.run_name for r in runs) == names
+        for r in runs:
+            assert r.info.status == "FINISHED"
+            assert [m.step for m in client.get_metric_history(r.info.run_id, "val/ensemble/qwk")] == [1]
+            paths = artifact_paths(client, r.info.run_id)
+            assert {"summary.json", "checkpoints/best.pt", "tables/classical_confidence_step1.json"} <= paths
+            assert any(p.startswith("images/classical~confusion~ensemble+step+1+") for p in paths)
+
+
+@pytest.mark.timeout(2400)
+def test_four_runs_starting_together_on_a_fresh_store(tmp_path: Path) -> None:
+    """3 rounds of 4 `qsight run`s started at once, a fresh sqlite store each round.
+
+    Each process reaches the store when its imports and data are ready, so whether they collide
+    depends on the machine; the test above releases them together.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
