@@ -181,7 +181,7 @@ def test_failing_sink_is_reported_once_and_disabled(tmp_path: Path, caplog: pyte
         sinks.finish("completed", SUMMARY)
     warnings = [r for r in caplog.records if r.name == "qsight.sinks"]
     assert len(warnings) == 1 and "remote" in warnings[0].getMessage()
-    assert broken.calls == ["start", "metrics@1"]  # disabled: not even finished
+    assert broken.calls == ["start", "metrics@1", "finish:failed"]  # disabled, then its run closed as failed
     assert fine.calls == ["start", "metrics@1", "metrics@2", "metrics@3", "finish:completed"]
     summary = json.loads((run.run_dir / "summary.json").read_text())
     assert summary["sinks"] == {"local": "ok", "remote": "OSError: disk full", "fine": "ok"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -183,7 +184,7 @@ def test_resumed_run_continues_its_mlflow_run(tmp_path: Path) -> None:
     train_like(sinks, files, range(1, 2))
     sinks.finish("interrupted", {})
     sinks = SinkSet(LocalSink(), [second])
-    sinks.start(run)
+    sinks.start(dataclasses.replace(run, resumed=True))
     train_like(sinks, files, range(2, 3))
     assert finish(sinks, files)["mlflow"] == "ok"
     assert first.run_id == second.run_id and first.run_id is not None

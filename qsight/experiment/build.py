@@ -80,8 +80,11 @@ class Experiment:
 
     @classmethod
     def build(cls, spec: ExperimentSpec, run_dir: Path, *, dry_run: bool = False,
-              progress: bool = True) -> Experiment:
-        """Build everything a run needs; bad data or components raise `BadInputError`."""
+              progress: bool = True, resumed: bool = False) -> Experiment:
+        """Build everything a run needs; bad data or components raise `BadInputError`.
+
+        `resumed`: the folder's earlier run is continued (its sinks reopen their runs).
+        """
         device = choose_device(spec.train.device, _local_rank())
         dist = init_distributed(device)
         run_dir = _shared_folder(run_dir, dist)
@@ -92,7 +95,8 @@ class Experiment:
         sinks = None
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            info = RunInfo(spec.name, run_dir.name, run_dir, Path(spec.output.root), spec_data(spec))
+            info = RunInfo(spec.name, run_dir.name, run_dir, Path(spec.output.root), spec_data(spec),
+                           resumed=resumed, dry_run=dry_run)
             sinks = build_sinks(spec.sinks, info)
             sinks.write_environment(_environment_extra(spec, model, device, dist, data))
         reporter = EpochReporter(spec, data, model, sinks, run_dir, device, dry_run=dry_run)

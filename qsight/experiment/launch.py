@@ -150,7 +150,7 @@ def run_experiment(
     with run_log(folder) if main else nullcontext():
         log.info("%s run %s of %s in %s", "resuming" if resuming else "starting", folder.name, spec.name, folder)
         probe_spec(spec)
-        exp = Experiment.build(spec, folder, dry_run=dry_run, progress=progress)
+        exp = Experiment.build(spec, folder, dry_run=dry_run, progress=progress, resumed=resuming)
         if resuming:
             state = exp.resume()
             trim_metrics(folder, spec, state.stage_index, state.epoch)

@@ -17,6 +17,8 @@ class RunInfo:
     run_dir: Path
     reports_root: Path
     spec: Mapping[str, Any]  # the resolved spec as TOML-ready data (qsight.config.toml_io.spec_data)
+    resumed: bool = False  # this process continues the folder's earlier run (`--resume`): sinks reopen theirs
+    dry_run: bool = False  # a dry run (one batch per stage): sinks mark their run as such
 
 
 @runtime_checkable

@@ -28,7 +28,8 @@ class SinkSet:
 
     A strict sink's failure raises `RunFailedError` (after being recorded). The
     local sink is always first and its `finish` is always attempted, so
-    summary.json is written whatever happened to the others.
+    summary.json is written whatever happened to the others; a sink disabled after
+    it started still gets a best-effort `finish("failed")`, so its run is not left running.
     """
 
     def __init__(self, local: LocalSink, others: list[Sink] | None = None) -> None:
@@ -38,6 +39,7 @@ class SinkSet:
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate sink names: {names}")
         self.statuses: dict[str, str] = {s.name: OK for s in self.sinks}
+        self._started: set[str] = set()  # sinks whose start succeeded: they have a run to close
         self._finished = False
 
     def active(self) -> list[Sink]:
@@ -60,7 +62,10 @@ class SinkSet:
     def start(self, run: RunInfo) -> None:
         """Start every sink (local first); after a strict failure, finish as failed and raise."""
         try:
-            self._each("start", run)
+            for sink in self.active():
+                self._call(sink, sink.start, run)
+                if self.statuses[sink.name] == OK:
+                    self._started.add(sink.name)
         except RunFailedError:
             self.finish("failed", {})
             raise
@@ -96,7 +101,11 @@ class SinkSet:
             return dict(self.statuses)
         self._finished = True
         strict_error: RunFailedError | None = None
-        for sink in [s for s in self.active() if s is not self.local]:
+        for sink in [s for s in self.sinks if s is not self.local]:
+            if self.statuses[sink.name] != OK:
+                if sink.name in self._started:
+                    self._close_failed(sink, {**summary, "sinks": dict(self.statuses)})
+                continue
             try:
                 self._call(sink, sink.finish, status, {**summary, "sinks": dict(self.statuses)})
             except RunFailedError as exc:
@@ -105,6 +114,15 @@ class SinkSet:
         if strict_error is not None:
             raise strict_error
         return dict(self.statuses)
+
+
+    @staticmethod
+    def _close_failed(sink: Sink, summary: Mapping[str, Any]) -> None:
+        """Best effort: a sink disabled by a failure still closes its run, as failed (it misses data)."""
+        try:
+            sink.finish("failed", summary)
+        except Exception as exc:
+            log.debug("sink %r could not close its run after failing: %s", sink.name, describe(exc))
 
 
 def build_sinks(spec_sinks: Mapping[str, Params], run: RunInfo | None = None) -> SinkSet:

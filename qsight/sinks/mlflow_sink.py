@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,20 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from qsight.sinks.base import BaseSink, RunInfo
+from qsight.sinks.mlflow_store import open_client, tracking_uri
 from qsight.sinks.params import MlflowParams
 
 TERMINAL = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 MAX_KEY, MAX_VALUE, PARAMS_PER_BATCH, METRICS_PER_BATCH = 250, 6000, 100, 1000
-
-
-def tracking_uri(param: str | None, reports_root: Path) -> str:
-    """The sink's `tracking_uri`, else MLFLOW_TRACKING_URI, else the sqlite store under the reports root."""
-    if param:
-        return param
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{reports_root.resolve() / 'mlflow.db'}"
+MAX_TABLES_TAG = 6000  # characters of the `mlflow.loggedArtifacts` tag (MLflow stops at 8000)
+TABLES_TAG = "mlflow.loggedArtifacts"
+IMAGE_FILE = re.compile(r"^images/(?P<key>.+)\+step\+(?P<step>\d+)\+timestamp\+")
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -58,8 +53,45 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
+class Logged:
+    """What earlier processes of a resumed run stored: the last step per metric key and per image key.
+
+    A resumed run restarts from its last checkpoint and logs the steps after it again; a point
+    at or before the last step already stored under its key is not logged twice.
+    """
+
+    def __init__(self, metrics: Mapping[str, int] | None = None, images: Mapping[str, int] | None = None) -> None:
+        self.metrics = dict(metrics or {})
+        self.images = dict(images or {})
+
+    @classmethod
+    def read(cls, client: Any, run_id: str) -> Logged:
+        """The last stored step of each metric and stepped image of an MLflow run."""
+        metrics = {
+            key: max((int(m.step) for m in client.get_metric_history(run_id, key)), default=-1)
+            for key in client.get_run(run_id).data.metrics
+        }
+        images: dict[str, int] = {}
+        for info in client.list_artifacts(run_id, "images"):
+            found = IMAGE_FILE.match(info.path)
+            if found:
+                images[found["key"]] = max(images.get(found["key"], -1), int(found["step"]))
+        return cls(metrics, images)
+
+    def new_metric(self, key: str, step: int) -> bool:
+        return step > self.metrics.get(key, -1)
+
+    def new_image(self, key: str, step: int) -> bool:
+        return step > self.images.get(key.replace("/", "~"), -1)  # MLflow's file names spell '/' as '~'
+
+
 class MlflowSink(BaseSink):
-    """Params from the resolved spec, metrics with steps, images, tables, artifacts, a final status."""
+    """Params from the resolved spec, metrics with steps, images, tables, artifacts, a final status.
+
+    A resumed qsight run (`RunInfo.resumed`) continues its MLflow run and skips what is already
+    stored (see `Logged`). Tables are JSON artifacts; the run's `mlflow.loggedArtifacts` tag lists
+    the latest table of each key only, so it stays small however many epochs the run has.
+    """
 
     def __init__(self, params: MlflowParams, name: str = "mlflow") -> None:
         super().__init__(name, params.strict)
@@ -67,6 +99,8 @@ class MlflowSink(BaseSink):
         self.client: Any = None
         self.run_id: str | None = None
         self.tracking_uri: str | None = None
+        self.logged = Logged()
+        self._tables: dict[str, str] = {}  # table name → its latest artifact file
         self._finished = False
 
     @contextmanager
@@ -95,10 +129,10 @@ class MlflowSink(BaseSink):
     def start(self, run: RunInfo) -> None:
         """Experiment (created when new), run named after the run id, params and the spec.
 
-        A run whose qsight run id is already in the experiment (``--resume``) is reopened.
+        A resumed run reopens the MLflow run of its folder (tags ``qsight.run_id`` and
+        ``qsight.run_dir``); a new run always gets a new MLflow run.
         """
         import tomli_w
-        from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri(self.params.tracking_uri, run.reports_root)
         artifacts: str | None = None
@@ -106,20 +140,41 @@ class MlflowSink(BaseSink):
             run.reports_root.mkdir(parents=True, exist_ok=True)
             artifacts = (run.reports_root.resolve() / "mlartifacts").as_uri()
         with self._http():
-            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            self.client = open_client(self.tracking_uri)
             exp_id = self._experiment(self.params.experiment or run.experiment, artifacts)
-            self.run_id = self._existing_run(exp_id, run.run_id)
-            if self.run_id is not None:  # a resumed qsight run continues its MLflow run
-                self.client.update_run(self.run_id, status="RUNNING")
+            self.run_id = self._existing_run(exp_id, run) if run.resumed else None
+            if self.run_id is not None:
+                self._reopen(run)
                 return
-            tags = {"qsight.run_id": run.run_id, "qsight.run_dir": str(run.run_dir), **self.params.tags}
+            tags = {
+                "qsight.run_id": run.run_id,
+                "qsight.run_dir": str(run.run_dir.resolve()),
+                "qsight.dry_run": str(run.dry_run).lower(),
+                **self.params.tags,
+            }
             self.run_id = self.client.create_run(exp_id, run_name=run.run_id, tags=tags).info.run_id
             self._log_params(flatten(run.spec))
             self.client.log_text(self.run_id, tomli_w.dumps(run.spec), "spec.toml")
 
-    def _existing_run(self, experiment_id: str, qsight_run_id: str) -> str | None:
-        found = self.client.search_runs([experiment_id], f"tags.`qsight.run_id` = '{qsight_run_id}'", max_results=1)
-        return str(found[0].info.run_id) if found else None
+    def _existing_run(self, experiment_id: str, run: RunInfo) -> str | None:
+        """The MLflow run of this run folder: same qsight run id and folder, else the only one with the id."""
+        quote = '"' if "'" in run.run_id else "'"
+        found = self.client.search_runs(
+            [experiment_id], f"tags.`qsight.run_id` = {quote}{run.run_id}{quote}", max_results=100
+        )
+        here = run.run_dir.resolve()
+        same = [r for r in found if Path(r.data.tags.get("qsight.run_dir", "/nonexistent")).resolve() == here]
+        chosen = same or (found if len(found) == 1 else [])
+        return str(chosen[0].info.run_id) if chosen else None
+
+    def _reopen(self, run: RunInfo) -> None:
+        """Mark the MLflow run running again; learn what it already holds."""
+        run_id = self._run()
+        self.client.update_run(run_id, status="RUNNING")
+        if run.dry_run:
+            self.client.set_tag(run_id, "qsight.dry_run", "true")
+        self.logged = Logged.read(self.client, run_id)
+        self._tables = _tables_from_tag(self.client.get_run(run_id).data.tags.get(TABLES_TAG))
 
     def _experiment(self, name: str, artifact_location: str | None) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -141,7 +196,7 @@ class MlflowSink(BaseSink):
             self.client.log_batch(self._run(), params=chunk)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, context: Mapping[str, Any]) -> None:
-        """Numeric metrics at `step` in batches (non-numeric values skipped)."""
+        """Numeric metrics at `step` in batches (non-numeric values and points already stored skipped)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -150,25 +205,44 @@ class MlflowSink(BaseSink):
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(float(v))
         ]
+        items = [m for m in items if self.logged.new_metric(m.key, step)]
         with self._http():
             for chunk in _chunks(items, METRICS_PER_BATCH):
                 self.client.log_batch(self._run(), metrics=chunk)
 
     def log_image(self, key: str, path: Path, step: int) -> None:
         """A PNG as a stepped MLflow image (`images/` in the run's artifacts)."""
+        if not self.logged.new_image(_key(key), step):
+            return
         from PIL import Image
 
         with Image.open(path) as img, self._http():
             self.client.log_image(self._run(), img.convert("RGB"), key=_key(key), step=step)
 
     def log_table(self, key: str, path: Path, step: int) -> None:
-        """A CSV as an MLflow table artifact `tables/<key>_step<step>.json`."""
+        """A CSV as the JSON table artifact `tables/<key>_step<step>.json` (MLflow's 'split' layout).
+
+        Written here rather than with `MlflowClient.log_table`, which appends to an existing file
+        (a resumed epoch would double it) and lists every table ever logged in one tag.
+        """
         import pandas as pd
 
-        frame = pd.read_csv(path)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
-        with self._http():
-            self.client.log_table(self._run(), data=frame, artifact_file=f"tables/{name}_step{step}.json")
+        file = f"{name}_step{step}.json"
+        with tempfile.TemporaryDirectory(prefix="qsight-table-") as tmp, self._http():
+            local = Path(tmp) / file
+            pd.read_csv(path).to_json(local, orient="split", index=False, date_format="iso")
+            self.client.log_artifact(self._run(), str(local), "tables")
+            self._note_table(name, f"tables/{file}")
+
+    def _note_table(self, name: str, artifact_file: str) -> None:
+        """List the latest table of each key in `mlflow.loggedArtifacts` (MLflow's table view)."""
+        self._tables.pop(name, None)
+        self._tables[name] = artifact_file
+        entries = [{"path": p, "type": "table"} for p in self._tables.values()]
+        while len(json.dumps(entries)) > MAX_TABLES_TAG:
+            entries.pop(0)
+        self.client.set_tag(self._run(), TABLES_TAG, json.dumps(entries))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """A file (or folder) uploaded under `artifact_path`."""
@@ -193,3 +267,18 @@ class MlflowSink(BaseSink):
                 self.client.log_dict(self.run_id, json_safe({"status": status, **summary}), "summary.json")
             finally:
                 self.client.set_terminated(self.run_id, TERMINAL.get(status, "FAILED"))
+
+
+def _tables_from_tag(value: str | None) -> dict[str, str]:
+    """Table name → artifact file, from a `mlflow.loggedArtifacts` tag written by `_note_table`."""
+    try:
+        entries = json.loads(value or "[]")
+    except json.JSONDecodeError:  # cut short by an older version that outgrew the tag
+        return {}
+    out: dict[str, str] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        path = str(entry.get("path", "")) if isinstance(entry, dict) else ""
+        found = re.match(r"^tables/(.+)_step\d+\.json$", path)
+        if found:
+            out[found[1]] = found[0]
+    return out

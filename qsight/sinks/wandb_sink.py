@@ -1,17 +1,31 @@
-"""Weights & Biases sink: offline by default, every file under <run folder>/wandb/."""
+"""Weights & Biases sink: offline by default, every file under <run folder>/wandb/.
+
+A qsight run is one W&B run, however many processes it takes: the W&B run id is drawn once and
+kept in ``<run folder>/wandb/qsight-wandb.json``; a resumed process (`RunInfo.resumed`) continues
+that W&B run (``resume="allow"``). Offline, each process writes its own ``offline-run-<time>-<id>``
+folder; ``wandb sync`` uploads the folders of one id, in start order, as one run. A resumed process
+sends again the steps after its checkpoint: a killed process loses what W&B had not yet written
+(its open step, and up to `FLUSH_SECONDS` of data), so only the steps an online run already
+holds (`starting_step`) are skipped.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from qsight.runs.layout import write_atomic
 from qsight.sinks.base import BaseSink, RunInfo
 from qsight.sinks.params import WandbParams
 
 EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
+STATE_FILE = "qsight-wandb.json"
+FLUSH_SECONDS = 1.0
 
 
 def resolve_mode(asked: str) -> str:
@@ -34,28 +48,47 @@ class WandbSink(BaseSink):
         self.params = params
         self.mode = resolve_mode(params.mode)
         self._run: Any = None
+        self.run_id = ""
+        self._first_step = 0  # a resumed online run holds the steps before this one
 
     def start(self, run: RunInfo) -> None:
-        """`wandb.init` in the run folder, offline unless online is asked and possible."""
+        """`wandb.init` in the run folder, offline unless online is asked and possible.
+
+        A dry run gets the tag ``dry_run``; ``config.dry_run`` says whether it is one.
+        """
         os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         import wandb
+
+        state = run.run_dir / "wandb" / STATE_FILE
+        earlier = read_run_id(state) if run.resumed else None
+        self.run_id = earlier or secrets.token_hex(6)
 
         settings = wandb.Settings(
             silent=True, quiet=True, console="off", disable_git=True, disable_code=True,
             save_code=False, x_disable_stats=True, x_disable_machine_info=True,
-            init_timeout=self.params.init_timeout,
+            init_timeout=self.params.init_timeout, **_flush_often(wandb.Settings),
         )  # fmt: skip
+        tags = [*self.params.tags, *(["dry_run"] if run.dry_run else [])]
+        if earlier is None:
+            write_atomic(state, json.dumps({"id": self.run_id}) + "\n")
         self._run = wandb.init(
             project=self.params.project or run.experiment,
             entity=self.params.entity if self.mode == "online" else None,
             name=run.run_id,
+            id=self.run_id,
+            resume="allow",
             dir=str(run.run_dir),
             mode=self.mode,  # type: ignore[arg-type]
-            config=dict(run.spec),
-            tags=list(self.params.tags) or None,
+            config={**run.spec, "dry_run": run.dry_run},
+            tags=tags or None,
             settings=settings,
             reinit="create_new",
         )
+        self._first_step = int(getattr(self._run, "starting_step", 0) or 0)
+
+    def _due(self, step: int) -> bool:
+        """False for a step a resumed online run already holds (W&B would drop it with a warning)."""
+        return step >= self._first_step
 
     @property
     def wandb_run(self) -> Any:
@@ -66,6 +99,8 @@ class WandbSink(BaseSink):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, context: Mapping[str, Any]) -> None:
         """Metrics at `step`, with the epoch beside them."""
+        if not self._due(step):
+            return
         data: dict[str, Any] = dict(metrics)
         if isinstance(context.get("epoch"), int):
             data["epoch"] = context["epoch"]
@@ -73,12 +108,16 @@ class WandbSink(BaseSink):
 
     def log_image(self, key: str, path: Path, step: int) -> None:
         """A PNG as `wandb.Image`."""
+        if not self._due(step):
+            return
         import wandb
 
         self.wandb_run.log({key: wandb.Image(str(path), caption=Path(path).name)}, step=step)
 
     def log_table(self, key: str, path: Path, step: int) -> None:
         """A CSV as `wandb.Table`."""
+        if not self._due(step):
+            return
         import pandas as pd
         import wandb
 
@@ -113,3 +152,19 @@ class WandbSink(BaseSink):
             run.summary.update({f"best/{k}": v for k, v in dict(summary.get("best", {})).items()})
         finally:
             run.finish(exit_code=EXIT_CODES.get(status, 1))
+
+
+def _flush_often(settings: Any) -> dict[str, float]:
+    """Write the offline file every second (W&B's default, 15 s, loses that much to a killed process)."""
+    name = "x_transaction_log_flush_interval"  # a recent W&B setting; unknown settings are refused
+    return {name: FLUSH_SECONDS} if name in getattr(settings, "model_fields", {}) else {}
+
+
+def read_run_id(path: Path) -> str | None:
+    """The W&B run id an earlier process of the run saved; None when absent or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    run_id = data.get("id") if isinstance(data, dict) else None
+    return run_id if isinstance(run_id, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run_id) else None
