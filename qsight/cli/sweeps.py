@@ -107,7 +107,9 @@ def _display(sweep: Sweep, url: str, stop: threading.Event) -> None:
                 live.update(_progress_line(sweep, study))
                 if stop.wait(2.0):
                     live.update(_progress_line(sweep, study))
-                    return
+                    break
+        if not err.is_terminal:
+            err.print()
     except Exception as exc:  # the display must never stop the sweep
         import logging
 
@@ -153,7 +155,7 @@ def _status(ref: str, storage: str | None, overrides: list[str], root: Path) -> 
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    """Per configuration: seeds, then mean ± half of the 95 % interval of the objective's metric, per head."""
+    """Per configuration: seeds, then mean ± half the 95 % interval of the objective's metric, per head."""
     metric = str(summary["objective"]).rsplit("/", 1)[-1]
     heads = sorted({k for g in summary["groups"] for k in g["metrics"] if k.startswith("val/")
                     and k.endswith("/" + metric)})
@@ -161,12 +163,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_column("configuration")
     table.add_column("n", justify="right")
     for key in heads:
-        table.add_column(key, justify="right")
+        table.add_column(key.split("/")[1] + " " + metric, justify="right")
     for group in summary["groups"]:
-        cells = [", ".join(f"{k}={v}" for k, v in group["params"].items()) or "-", str(group["n"])]
+        cells = [", ".join(f"{_short(k)}={v}" for k, v in group["params"].items()) or "-", str(group["n"])]
         cells += [_cell(group["metrics"].get(k)) for k in heads]
         table.add_row(*cells)
     out.print(table)
+
+
+def _short(key: str) -> str:
+    """The last two parts of a dotted key: ``quantum.qubits``, ``0.lr``."""
+    return ".".join(key.split(".")[-2:])
 
 
 def _cell(stat: dict[str, Any] | None) -> str:

@@ -40,7 +40,7 @@ def open_storage(url: str) -> BaseStorage:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 kwargs = {"connect_args": {"timeout": 120}}
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            return _rdb(url, kwargs)
         from optuna.storages.journal import JournalFileBackend
 
         path = Path(url.removeprefix("journal:"))
@@ -51,6 +51,20 @@ def open_storage(url: str) -> BaseStorage:
                             "qsight[sweeps-postgres]") from None
     except Exception as exc:  # a bad URL, an unreachable server, a read-only folder
         raise BadInputError(f"storage {url}: cannot open it ({type(exc).__name__}: {exc})") from None
+
+
+def _rdb(url: str, kwargs: dict[str, Any], attempts: int = 3) -> BaseStorage:
+    """An RDB storage; retried, as workers starting together may race to create its tables."""
+    import optuna
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 def definition(sweep: Sweep) -> str:
