@@ -123,9 +123,9 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> Non
 
 
 def _study(tmp: Path, name: str = "s") -> Any:
-    from qsight.sweeps.study import open_storage
-
     import optuna
+
+    from qsight.sweeps.study import open_storage
 
     return optuna.load_study(study_name=name, storage=open_storage(str(tmp / "reports" / "sweeps" / name /
                                                                        "journal.log")))
