@@ -40,7 +40,7 @@ def open_storage(url: str) -> BaseStorage:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 kwargs = {"connect_args": {"timeout": 120}}
-            return _rdb(url, kwargs)
+            return _rdb(_driver(url), kwargs)
         from optuna.storages.journal import JournalFileBackend
 
         path = Path(url.removeprefix("journal:"))
@@ -51,6 +51,16 @@ def open_storage(url: str) -> BaseStorage:
                             "qsight[sweeps-postgres]") from None
     except Exception as exc:  # a bad URL, an unreachable server, a read-only folder
         raise BadInputError(f"storage {url}: cannot open it ({type(exc).__name__}: {exc})") from None
+
+
+def _driver(url: str) -> str:
+    """``postgresql://`` through psycopg2 when psycopg (3, SQLAlchemy's default) is not installed."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def _rdb(url: str, kwargs: dict[str, Any], attempts: int = 3) -> BaseStorage:
