@@ -194,12 +194,12 @@ def revive_stale(sweep: Sweep, study: optuna.Study) -> list[int]:
         why = _dead(trial, sweep.spec.heartbeat)
         if why is None:
             continue
-        try:
+        try:  # the message first: a finished trial takes no attributes
+            study._storage.set_trial_user_attr(trial._trial_id, MESSAGE, f"{why}; the trial runs again")
             if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except (UpdateFinishedTrialError, KeyError):
             continue  # another worker got there first
-        study._storage.set_trial_user_attr(trial._trial_id, MESSAGE, f"{why}; the trial runs again")
         params = trial.params or trial.system_attrs.get("fixed_params", {})
         study.enqueue_trial(dict(params), user_attrs={RETRY_OF: trial.number})
         log.warning("sweep %s: trial %d: %s; queued again", sweep.name, trial.number, why)
