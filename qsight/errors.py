@@ -21,3 +21,7 @@ class DataError(BadInputError):
 
 class RunFailedError(QsightError):
     """The run started and failed (NaN loss, crash in a component): exit code 1."""
+
+
+class RunStoppedError(RunFailedError):
+    """The run was stopped on purpose before its end (a sweep pruned it): exit code 1, no traceback."""

@@ -12,6 +12,7 @@ from rich.table import Table
 from qsight.cli.output import Format, err, out
 from qsight.cli.output import exit_codes as _exit_codes
 from qsight.cli.runs import report, runs_app
+from qsight.cli.sweeps import SWEEP_HELP, sweep
 
 app = typer.Typer(
     name="qsight",
@@ -69,9 +70,12 @@ def validate(
     Besides keys and values, the backbone is built on PyTorch's meta device and given a dummy batch of
     the configured image size (a few seconds), so an unknown model or a size it cannot take is caught here.
     """
-    from qsight.config.toml_io import load_spec
+    from qsight.config.toml_io import load_spec, read_toml
 
     with _exit_codes():
+        if _is_sweep(read_toml(spec)):
+            _validate_sweep(spec, set_ or [])
+            return
         parsed = load_spec(spec, set_ or [])
         if not schema_only:
             from qsight.models.probe import probe_spec
@@ -79,6 +83,21 @@ def validate(
             probe_spec(parsed)
         stages = ", ".join(f"{s.name}({s.epochs})" for s in parsed.stages)
         out.print(f"[green]valid[/] {spec}: experiment {parsed.name!r}, stages {stages}", highlight=False)
+
+
+def _is_sweep(raw: dict[str, Any]) -> bool:
+    from qsight.config.sweep import is_sweep_data
+
+    return is_sweep_data(raw)
+
+
+def _validate_sweep(path: Path, overrides: list[str]) -> None:
+    from qsight.config.sweep import load_sweep
+    from qsight.sweeps.aggregate import planned
+
+    sweep = load_sweep(path, overrides)
+    out.print(f"[green]valid[/] {path}: sweep {sweep.name!r} of {sweep.base_path.name} "
+              f"({sweep.spec.sampler}, {planned(sweep)} trials)", highlight=False)
 
 
 @app.command()
@@ -164,6 +183,7 @@ def schema() -> None:
 
 app.add_typer(runs_app, name="runs")
 app.command()(report)
+app.command(help=SWEEP_HELP)(sweep)
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class Experiment:
     trainer: Trainer
     dist: DistInfo
     checkpoints: CheckpointStore
+    tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, spec: ExperimentSpec, run_dir: Path, *, dry_run: bool = False,
@@ -104,6 +106,12 @@ class Experiment:
         trainer = Trainer(spec, data, model, reporter, store, device=device, dist=dist,
                           progress=make_progress(progress and dist.is_main), dry_run=dry_run)
         return cls(spec, run_dir, data, model, sinks, trainer, dist, store)
+
+    def tag(self, tags: Mapping[str, str]) -> None:
+        """Tags (e.g. a sweep's name and trial) written to environment.json now and summary.json at the end."""
+        self.tags.update(tags)
+        if self.sinks is not None:
+            self.sinks.write_environment({"tags": dict(self.tags)})
 
     def resume(self) -> RunState:
         """Load ``checkpoints/last.pt`` into the Trainer; returns where the run stands."""
@@ -170,6 +178,7 @@ class Experiment:
             "skipped_images": self.data.skipped_images(),
             "class_names": list(self.data.class_names),
             "quantum": quantum_costs(self.model.heads.items(), len(self.data.train_labels)),
+            **({"tags": dict(self.tags)} if self.tags else {}),
         }
 
     def _write_error(self, text: str) -> None:

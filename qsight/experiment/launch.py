@@ -8,9 +8,10 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from qsight.config.spec import ExperimentSpec
 from qsight.config.toml_io import load_spec
@@ -18,6 +19,9 @@ from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
 from qsight.logs import run_log
 from qsight.runs.layout import RunLayout, lock_is_live, read_lock
+
+if TYPE_CHECKING:
+    from qsight.training.trainer import EpochHook
 
 log = logging.getLogger("qsight")
 
@@ -137,10 +141,14 @@ def run_experiment(
     resume: Path | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    tags: Mapping[str, str] | None = None,
+    epoch_hooks: Sequence[EpochHook] = (),
 ) -> RunResult:
     """Run (or resume) one experiment; returns how it ended. Bad input raises `BadInputError`.
 
     The backbone is probed before any data is built; rank 0 logs to ``<run folder>/run.log``.
+    `tags` (e.g. a sweep's name and trial) go to environment.json and summary.json; `epoch_hooks`
+    are called after every epoch with (stage, epoch, metrics) and may stop the run (`RunStoppedError`).
     """
     spec, folder, resuming = resolve_run(spec_path, overrides, run_dir, resume)
     from qsight.experiment.build import Experiment
@@ -151,6 +159,9 @@ def run_experiment(
         log.info("%s run %s of %s in %s", "resuming" if resuming else "starting", folder.name, spec.name, folder)
         probe_spec(spec)
         exp = Experiment.build(spec, folder, dry_run=dry_run, progress=progress, resumed=resuming)
+        exp.trainer.epoch_hooks.extend(epoch_hooks)
+        if tags:
+            exp.tag(tags)
         if resuming:
             state = exp.resume()
             trim_metrics(folder, spec, state.stage_index, state.epoch)

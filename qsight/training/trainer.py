@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,9 @@ from qsight.training.state import EarlyStopping, RunState
 from registry import component_type
 
 log = logging.getLogger("qsight.training")
+
+
+EpochHook = Callable[[str, int, dict[str, float]], None]  # (stage, epoch from 1, its metrics)
 
 
 class _FeatureForward(nn.Module):
@@ -81,6 +84,7 @@ class Trainer:
         self.quantum_heads = [n for n, h in spec.model.heads.items() if component_type(h) == "quantum"]
         self._resume: Checkpoint | None = None
         self._feature_cache: tuple[FeatureDataset, FeatureDataset] | None = None
+        self.epoch_hooks: list[EpochHook] = []  # called after each epoch's checkpoint (a sweep's pruner)
 
     # -- public -------------------------------------------------------------------------------------
 
@@ -137,6 +141,8 @@ class Trainer:
                 self._restore_best()
             if self.dist.is_main:
                 self.checkpoints.save(parts, self.state, stage.name, best=improved, stage_end=done)
+            for hook in self.epoch_hooks:
+                hook(stage.name, epoch + 1, metrics)
             if self.dry_run:
                 break
         self.state.stage_done(stage.name, parts.early.stopped)

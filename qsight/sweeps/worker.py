@@ -1,0 +1,113 @@
+"""Sweep workers: take trials from the study until none is left; N of them as processes on this machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qsight.config.sweep import Sweep, load_sweep
+from qsight.sweeps.study import claim_waiting, effective_count, open_storage, open_study, revive_stale
+from qsight.sweeps.tracking import parents
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger("qsight.sweeps")
+
+
+def next_trial(sweep: Sweep, study: optuna.Study) -> optuna.Trial | None:
+    """A queued trial (grid, or a re-run), else for searches a new sampled one while under ``trials``."""
+    import optuna
+
+    trial_id = claim_waiting(study)
+    if trial_id is not None:
+        return optuna.Trial(study, trial_id)
+    if sweep.spec.sampler != "grid" and effective_count(study.get_trials(deepcopy=False)) < (sweep.spec.trials or 0):
+        return study.ask()
+    return None
+
+
+def _running(study: optuna.Study) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+
+
+def work(sweep: Sweep, study: optuna.Study, stop: threading.Event | None = None) -> int:
+    """Run trials until the study has none left to run or wait for; the number this worker ran.
+
+    While others' trials still run, wait: if their worker dies, its trial is queued again and run here.
+    """
+    from qsight.sweeps.trial import run_trial
+
+    ran = 0
+    while stop is None or not stop.is_set():
+        revive_stale(sweep, study)
+        trial = next_trial(sweep, study)
+        if trial is None:
+            if not _running(study):
+                return ran
+            time.sleep(min(2.0, sweep.spec.heartbeat))
+            continue
+        outcome = run_trial(sweep, study, trial, parents(study))
+        ran += 1
+        log.info("sweep %s: trial %d %s %s", sweep.name, trial.number, outcome.state, outcome.message)
+    return ran
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of `workers` processes: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker when the process that started it is gone (a killed sweep leaves no orphans)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(3)
+        time.sleep(1.0)
+
+
+def worker_main(sweep_path: str, overrides: Sequence[str], url: str, threads: int, parent: int) -> None:
+    """Entry point of a worker process: torch threads set, the sweep reloaded, trials run."""
+    import torch
+
+    torch.set_num_threads(threads)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    from qsight.logs import NORMAL, configure
+
+    configure(NORMAL)
+    sweep = load_sweep(sweep_path, overrides, check=False)
+    study = open_study(sweep, open_storage(url))
+    work(sweep, study)
+
+
+def run_workers(sweep: Sweep, url: str, workers: int, study: optuna.Study,
+                on_exit: Callable[[int, int], None] | None = None) -> list[int]:
+    """Run `workers` workers: in this process for one, else as processes; their exit codes."""
+    if workers <= 1:
+        work(sweep, study)
+        return [0]
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    threads = threads_per_worker(workers)
+    procs = [
+        ctx.Process(target=worker_main, name=f"qsight-sweep-{i}",
+                    args=(str(Path(sweep.path).resolve()), list(sweep.overrides), url, threads, os.getpid()))
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    codes = []
+    for i, p in enumerate(procs):
+        p.join()
+        codes.append(p.exitcode or 0)
+        if on_exit is not None:
+            on_exit(i, p.exitcode or 0)
+    return codes
