@@ -47,13 +47,11 @@ def parents(study: optuna.Study) -> dict[str, str]:
 
 
 def _client(sweep: Sweep, params: Any) -> tuple[Any, str]:
-    from mlflow import MlflowClient
-
-    from qsight.sinks.mlflow_sink import tracking_uri
+    from qsight.sinks.mlflow_store import open_client, tracking_uri
 
     root = Path(sweep.base.output.root)
     uri = tracking_uri(params.tracking_uri, root)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)  # creates a new sqlite store once, under its file lock
     name = params.experiment or sweep.base.name
     exp = client.get_experiment_by_name(name)
     if exp is not None:
