@@ -86,14 +86,17 @@ def test_110_epochs_of_tables_and_images_stay_within_mlflow_limits(tmp_path: Pat
     for step in range(1, 111):
         assert f"tables/classical_confidence_step{step}.json" in tables
         assert f"tables/classical_confusion_counts_global_step{step}.json" in tables
-    table = json.loads(Path(client.download_artifacts(run_id, "tables/classical_confidence_step110.json",
-                                                      str(tmp_path))).read_text())
+    table = json.loads(
+        Path(client.download_artifacts(run_id, "tables/classical_confidence_step110.json", str(tmp_path))).read_text()
+    )
     assert table == {"columns": ["id", "label", "pred"], "data": [["a", 0, 0], ["b", 1, 2]]}
     images = [p for p in artifact_names(client, run_id, "images") if p.endswith(".png")]
     assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in images) == list(range(1, 111))
     listed = json.loads(mlflow_run.data.tags["mlflow.loggedArtifacts"])  # valid JSON, latest table of each key
-    assert {e["path"] for e in listed} == {"tables/classical_confidence_step110.json",
-                                           "tables/classical_confusion_counts_global_step110.json"}
+    assert {e["path"] for e in listed} == {
+        "tables/classical_confidence_step110.json",
+        "tables/classical_confusion_counts_global_step110.json",
+    }
 
 
 def test_resumed_run_logs_no_step_twice_in_mlflow(tmp_path: Path) -> None:

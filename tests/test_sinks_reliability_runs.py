@@ -93,8 +93,17 @@ def test_four_sink_processes_released_together_on_a_fresh_store(tmp_path: Path) 
         root = tmp_path / f"round{rnd}" / "reports"
         root.mkdir(parents=True)
         names = [f"r{i}" for i in range(4)]
-        procs = [subprocess.Popen([sys.executable, "-c", SINK_PROCESS, str(root), n], cwd=ROOT, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in names]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", SINK_PROCESS, str(root), n],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n in names
+        ]
         deadline = time.time() + 300
         while not all((root / f"ready-{n}").exists() for n in names) and time.time() < deadline:
             time.sleep(0.05)
@@ -169,8 +178,13 @@ def test_110_epoch_stage_lands_whole_in_mlflow(tmp_path: Path) -> None:
 
 def _kill_in_epoch_2(spec: Path, run_dir: Path, env: dict[str, str]) -> None:
     """Start a run and SIGKILL it once two training steps of epoch 2 are logged (checkpoint: epoch 1)."""
-    proc = subprocess.Popen([sys.executable, "-m", "qsight", "run", str(spec), "--run-dir", str(run_dir)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qsight", "run", str(spec), "--run-dir", str(run_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics, deadline = run_dir / "metrics.jsonl", time.time() + 600
     while proc.poll() is None and time.time() < deadline:
         lines = metrics.read_text().splitlines() if metrics.is_file() else []
@@ -196,8 +210,14 @@ def test_killed_and_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path: Pa
     """
     from qsight.training.checkpoints import load_checkpoint
 
-    spec = spec_with(tmp_path, {"mlflow": {"type": "mlflow"}, "wandb": {"type": "wandb"}}, epochs=3,
-                     data__train_size=160, train__limit_batches=10, train__log_every=3)
+    spec = spec_with(
+        tmp_path,
+        {"mlflow": {"type": "mlflow"}, "wandb": {"type": "wandb"}},
+        epochs=3,
+        data__train_size=160,
+        train__limit_batches=10,
+        train__log_every=3,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     run_dir = tmp_path / "run"

@@ -115,7 +115,6 @@ class SinkSet:
             raise strict_error
         return dict(self.statuses)
 
-
     @staticmethod
     def _close_failed(sink: Sink, summary: Mapping[str, Any]) -> None:
         """Best effort: a sink disabled by a failure still closes its run, as failed (it misses data)."""
