@@ -12,6 +12,7 @@ from rich.table import Table
 from qsight.cli.output import Format, err, out
 from qsight.cli.output import exit_codes as _exit_codes
 from qsight.cli.runs import report, runs_app
+from qsight.cli.serving import evaluate, export, predict
 
 app = typer.Typer(
     name="qsight",
@@ -164,6 +165,8 @@ def schema() -> None:
 
 app.add_typer(runs_app, name="runs")
 app.command()(report)
+for _command in (predict, evaluate, export):
+    app.command()(_command)
 
 
 def main() -> None:

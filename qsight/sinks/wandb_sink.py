@@ -34,10 +34,12 @@ class WandbSink(BaseSink):
         self.params = params
         self.mode = resolve_mode(params.mode)
         self._run: Any = None
+        self._run_dir: Path | None = None
 
     def start(self, run: RunInfo) -> None:
         """`wandb.init` in the run folder, offline unless online is asked and possible."""
         os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+        self._run_dir = run.run_dir
         import wandb
 
         settings = wandb.Settings(
@@ -109,6 +111,10 @@ class WandbSink(BaseSink):
             return
         run, self._run = self._run, None
         try:
+            if status == "completed" and self.params.log_artifacts and self._run_dir is not None:
+                from qsight.sinks.run_model import log_wandb_model
+
+                log_wandb_model(run, artifact_name(run.name or "", "model"), self._run_dir, summary)
             run.summary.update({"status": status, **dict(summary.get("final", {}))})
             run.summary.update({f"best/{k}": v for k, v in dict(summary.get("best", {})).items()})
         finally:
