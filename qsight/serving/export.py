@@ -89,9 +89,10 @@ class Probabilities(nn.Module):
         return torch.softmax(logits[0].float(), dim=1)
 
 
-def exact_overrides(run_dir: Path) -> tuple[list[str], list[str]]:
-    """Overrides that put every quantum head of a run on torch-exact, and a note for each."""
-    spec = load_spec(RunLayout(run_dir).spec)
+def exact_overrides(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Overrides that put every quantum head of a run (as `overrides` leave it) on torch-exact, and a note
+    for each head they move."""
+    spec = load_spec(RunLayout(run_dir).spec, overrides)
     overrides, notes = [], []
     for name, head in spec.model.heads.items():
         sampler = getattr(head, "sampler", None)
@@ -199,7 +200,7 @@ def export_run(
     """Export `output` (a head or the ensemble) of a run and check the file against torch on `samples` images."""
     if fmt not in FORMATS:
         raise BadInputError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    exact, notes = exact_overrides(run_dir)
+    exact, notes = exact_overrides(run_dir, overrides)
     trained = load_trained(run_dir, [*overrides, *exact], checkpoint=checkpoint, device="cpu")
     trained.check_target(output)
     images, why = check_images(trained, samples)
