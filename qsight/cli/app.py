@@ -12,6 +12,7 @@ from rich.table import Table
 from qsight.cli.output import Format, err, out
 from qsight.cli.output import exit_codes as _exit_codes
 from qsight.cli.runs import report, runs_app
+from qsight.cli.serving import evaluate, export, predict
 from qsight.cli.sweeps import SWEEP_HELP, sweep
 
 app = typer.Typer(
@@ -184,6 +185,8 @@ def schema() -> None:
 app.add_typer(runs_app, name="runs")
 app.command()(report)
 app.command(help=SWEEP_HELP)(sweep)
+for _command in (predict, evaluate, export):
+    app.command()(_command)
 
 
 def main() -> None:

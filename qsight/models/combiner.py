@@ -17,6 +17,12 @@ from qsight.errors import BadInputError
 from qsight.models.params import CombinerSpec
 
 
+def mix(head_logits: Sequence[Tensor], log_weights: Tensor) -> Tensor:
+    """``log Σ_h exp(log_weights[h]) · softmax(head_logits[h])`` (B, C), as a stable log-sum-exp."""
+    log_probs = torch.stack([torch.log_softmax(logits.float(), dim=-1) for logits in head_logits])
+    return torch.logsumexp(log_probs + log_weights.to(log_probs.dtype).view(-1, 1, 1), dim=0)
+
+
 class Combiner(nn.Module):
     """Base: subclasses give per-head log-weights over the heads passed in."""
 
@@ -28,9 +34,8 @@ class Combiner(nn.Module):
         if not head_logits:
             raise ValueError("the ensemble needs at least one active head")
         names = list(head_logits)
-        log_probs = torch.stack([torch.log_softmax(head_logits[n].float(), dim=-1) for n in names])
-        log_w = self.log_weights(names, log_probs).to(log_probs.dtype)
-        return torch.logsumexp(log_probs + log_w.view(-1, 1, 1), dim=0)
+        logits = [head_logits[n] for n in names]
+        return mix(logits, self.log_weights(names, logits[0].float()))
 
     def parameters_for(self, names: Sequence[str]) -> Iterator[nn.Parameter]:
         """The parameters that take part when only `names` are active."""

@@ -30,6 +30,8 @@ ERROR_LOG = "error.log"
 RUN_LOG = "run.log"
 CHECKPOINTS = "checkpoints"
 VISUALIZATIONS = "visualizations"
+EVALUATIONS = "evaluations"
+EXPORTS = "exports"
 
 #: What a run folder's status can be: ``running`` while a live process holds the lock.
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -109,6 +111,20 @@ class RunLayout:
     @property
     def visualizations(self) -> Path:
         return self.root / VISUALIZATIONS
+
+    @property
+    def evaluations(self) -> Path:
+        """``evaluations/``: one folder per re-evaluation of the trained run."""
+        return self.root / EVALUATIONS
+
+    def evaluation_dir(self, evaluation_id: str) -> Path:
+        """``evaluations/<id>``."""
+        return self.evaluations / evaluation_id
+
+    @property
+    def exports(self) -> Path:
+        """``exports/``: default place of exported models (ONNX, torch.export)."""
+        return self.root / EXPORTS
 
     def stage_dir(self, stage: str) -> Path:
         """``visualizations/<stage>``."""

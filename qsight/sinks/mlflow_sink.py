@@ -101,6 +101,7 @@ class MlflowSink(BaseSink):
         self.tracking_uri: str | None = None
         self.logged = Logged()
         self._tables: dict[str, str] = {}  # table name → its latest artifact file
+        self.run_dir: Path | None = None
         self._finished = False
 
     @contextmanager
@@ -135,6 +136,7 @@ class MlflowSink(BaseSink):
         import tomli_w
 
         self.tracking_uri = tracking_uri(self.params.tracking_uri, run.reports_root)
+        self.run_dir = run.run_dir
         artifacts: str | None = None
         if self.tracking_uri.startswith("sqlite:") and not self.params.tracking_uri:
             run.reports_root.mkdir(parents=True, exist_ok=True)
@@ -256,7 +258,8 @@ class MlflowSink(BaseSink):
                 self.client.log_artifact(self._run(), str(path), artifact_path)
 
     def finish(self, status: str, summary: Mapping[str, Any]) -> None:
-        """The summary as `summary.json`, then the terminal status (FINISHED, FAILED, KILLED)."""
+        """The summary as `summary.json`, the MLflow Model of a completed run, then the terminal status
+        (FINISHED, FAILED, KILLED)."""
         if self.run_id is None or self.client is None or self._finished:
             return
         self._finished = True
@@ -265,6 +268,10 @@ class MlflowSink(BaseSink):
         with self._http():
             try:
                 self.client.log_dict(self.run_id, json_safe({"status": status, **summary}), "summary.json")
+                if status == "completed" and self.params.log_model and self.run_dir and self.tracking_uri:
+                    from qsight.sinks.run_model import log_mlflow_model
+
+                    log_mlflow_model(self.tracking_uri, self.run_id, self.run_dir, summary, self.params.register)
             finally:
                 self.client.set_terminated(self.run_id, TERMINAL.get(status, "FAILED"))
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 from pydantic import Field
 
 from registry import Params
+
+# `register` (the MLflow sink's documented key) shadows ABCMeta.register, which no Params uses.
+warnings.filterwarnings("ignore", message='Field name "register" in "MlflowParams"', category=UserWarning)
 
 
 class SinkParams(Params):
@@ -55,3 +59,5 @@ class MlflowParams(SinkParams):
     retries: int = Field(0, ge=0, le=10, description="HTTP retries per request")
     log_artifacts: bool = Field(True, description="upload files such as checkpoints")
     tags: dict[str, str] = Field(default_factory=dict, description="extra run tags")
+    log_model: bool = Field(True, description="log the model a completed run ends with as an MLflow Model (pyfunc)")
+    register: str | None = Field(None, description="also register that model under this name in the Model Registry")

@@ -50,6 +50,7 @@ class WandbSink(BaseSink):
         self._run: Any = None
         self.run_id = ""
         self._first_step = 0  # a resumed online run holds the steps before this one
+        self._run_dir: Path | None = None
 
     def start(self, run: RunInfo) -> None:
         """`wandb.init` in the run folder, offline unless online is asked and possible.
@@ -57,6 +58,7 @@ class WandbSink(BaseSink):
         A dry run gets the tag ``dry_run``; ``config.dry_run`` says whether it is one.
         """
         os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+        self._run_dir = run.run_dir
         import wandb
 
         state = run.run_dir / "wandb" / STATE_FILE
@@ -148,6 +150,10 @@ class WandbSink(BaseSink):
             return
         run, self._run = self._run, None
         try:
+            if status == "completed" and self.params.log_artifacts and self._run_dir is not None:
+                from qsight.sinks.run_model import log_wandb_model
+
+                log_wandb_model(run, artifact_name(run.name or "", "model"), self._run_dir, summary)
             run.summary.update({"status": status, **dict(summary.get("final", {}))})
             run.summary.update({f"best/{k}": v for k, v in dict(summary.get("best", {})).items()})
         finally:
