@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "experiments" / "smoke.toml"
+from tests.helpers import SMOKE, cli, write_plugin
+
 KINDS = {
     "backbone": {"timm", "tiny-cnn"},
     "head": {"linear", "mlp", "quantum"},
@@ -21,22 +20,15 @@ KINDS = {
 }
 
 
-def qsight(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qsight", *args], capture_output=True, text=True, cwd=cwd,
-        env={**os.environ, **(env or {})}, timeout=300,
-    )
-
-
 def test_help_lists_the_commands() -> None:
-    res = qsight("--help")
+    res = cli("--help")
     assert res.returncode == 0
     for cmd in ("run", "validate", "list-components", "schema"):
         assert cmd in res.stdout
 
 
 def test_list_components_json_has_every_kind_with_params() -> None:
-    res = qsight("list-components", "--format", "json")
+    res = cli("list-components", "--format", "json")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     assert set(data) == set(KINDS)
@@ -49,9 +41,9 @@ def test_list_components_json_has_every_kind_with_params() -> None:
 
 
 def test_list_components_table_and_kind_filter() -> None:
-    res = qsight("list-components", "--kind", "sampler")
+    res = cli("list-components", "--kind", "sampler")
     assert res.returncode == 0 and "torch-exact" in res.stdout and "mlflow" not in res.stdout
-    bad = qsight("list-components", "--kind", "samplers")
+    bad = cli("list-components", "--kind", "samplers")
     assert bad.returncode == 2 and "did you mean 'sampler'" in bad.stderr
 
 
@@ -69,52 +61,46 @@ def test_listing_and_schema_validation_do_not_import_torch() -> None:
 
 
 def test_validate_exit_codes_and_messages(tmp_path: Path) -> None:
-    assert qsight("validate", str(SMOKE)).returncode == 0
-    res = qsight("validate", str(SMOKE), "--set", "model.heads.quantum.qubits=40")
+    assert cli("validate", str(SMOKE)).returncode == 0
+    res = cli("validate", str(SMOKE), "--set", "model.heads.quantum.qubits=40")
     assert res.returncode == 2
     assert "model.heads.quantum.qubits" in res.stderr and "Traceback" not in res.stderr
-    res = qsight("validate", str(tmp_path / "missing.toml"))
+    res = cli("validate", str(tmp_path / "missing.toml"))
     assert res.returncode == 2 and "missing.toml: spec file not found" in res.stderr
-    res = qsight("validate", str(SMOKE), "--set", "stages.0.epochs")
+    res = cli("validate", str(SMOKE), "--set", "stages.0.epochs")
     assert res.returncode == 2 and "expected KEY.PATH=VALUE" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_bad_flag_is_a_usage_error() -> None:
-    res = qsight("validate", str(SMOKE), "--frobnicate")
+    res = cli("validate", str(SMOKE), "--frobnicate")
     assert res.returncode == 2 and "No such option" in res.stderr
 
 
 def test_schema_is_json() -> None:
-    res = qsight("schema")
+    res = cli("schema")
     assert res.returncode == 0
     schema = json.loads(res.stdout)
     assert "stages" in schema["properties"]
 
 
 def test_plugin_components_are_listed_with_their_distribution(tmp_path: Path) -> None:
-    pkg = tmp_path / "qsight_demo_plugin"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(
+    body = (
         "from qsight.components import HEADS\n"
         "from qsight.models.params import HeadParams\n"
         "def register() -> None:\n"
         "    HEADS.add('demo-head', lambda p, i, c: None, params=HeadParams, summary='a plugin head')\n"
     )
-    info = tmp_path / "qsight_demo_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qsight-demo-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[qsight.components]\ndemo = qsight_demo_plugin:register\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    res = qsight("list-components", "--kind", "head", "--format", "json", env=env)
+    env = write_plugin(tmp_path, dist="qsight-demo-plugin", module="qsight_demo_plugin", body=body)
+    res = cli("list-components", "--kind", "head", "--format", "json", env=env)
     assert res.returncode == 0, res.stderr
     heads = {e["name"]: e for e in json.loads(res.stdout)["head"]}
     assert heads["demo-head"]["origin"] == "qsight-demo-plugin"
     # and the plugin's type validates in a spec
-    res = qsight("validate", str(SMOKE), "--set", 'model.heads.extra={type = "demo-head"}', env=env)
+    res = cli("validate", str(SMOKE), "--set", 'model.heads.extra={type = "demo-head"}', env=env)
     assert res.returncode == 0, res.stderr
 
 
 @pytest.mark.parametrize("args", [("run",), ("run", "--resume", "nowhere")])
 def test_run_bad_input_exits_2(args: tuple[str, ...], tmp_path: Path) -> None:
-    res = qsight(*args, cwd=tmp_path)
+    res = cli(*args, cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from collections.abc import Sized
 from pathlib import Path
 from typing import cast
@@ -18,6 +16,7 @@ from qsight.components import DATASETS
 from qsight.data import DataContext, SyntheticFundusParams
 from qsight.data import synthetic_set as sset
 from qsight.data.synthetic import GENERATOR_VERSION, generate_split, image_rng, quota_labels, render_fundus
+from tests.helpers import heavy_imports
 
 SMALL = {"image_size": 48, "train_size": 40, "val_size": 20}
 
@@ -165,10 +164,4 @@ def test_bundle_contract(tmp_path: Path) -> None:
 
 
 def test_import_is_light() -> None:
-    code = (
-        "import sys, qsight.data; "
-        "bad = [m for m in ('torch', 'torchvision', 'numpy', 'PIL') if m in sys.modules]; "
-        "print(','.join(bad))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert heavy_imports("qsight.data", ("torch", "torchvision", "numpy", "PIL")) == []

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from qsight.components import BACKBONES, HEADS
 from qsight.config.spec import ModelSpec, ensure_ready
 from qsight.errors import BadInputError
+from tests.helpers import heavy_imports
 
 
 def test_import_is_light() -> None:
-    code = "import sys, qsight.models; print(sorted({'torch', 'timm'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports("qsight.models", ("torch", "timm")) == []
 
 
 def test_builtins_registered() -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from pydantic import ValidationError
 
 from qsight.components import HEADS, SAMPLERS
 from qsight.quantum import AerParams, QuantumHeadParams, TorchExactParams
+from tests.helpers import heavy_imports
 
 
 def test_components_are_registered() -> None:
@@ -52,6 +50,4 @@ def test_other_bad_values_rejected(bad: dict[str, object]) -> None:
 
 
 def test_import_is_light() -> None:
-    code = "import sys, qsight.quantum; print(sorted({'torch', 'qiskit'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports("qsight.quantum", ("torch", "qiskit")) == []

@@ -18,6 +18,7 @@ from registry import (
     UnknownComponentError,
     load_plugins,
 )
+from tests.helpers import write_plugin
 
 
 class ShotParams(Params):
@@ -85,16 +86,6 @@ def test_ref_validates_params_of_the_named_component() -> None:
     assert set(schema["properties"]["sampler"]["discriminator"]["mapping"]) == {"aer", "torch-exact"}
 
 
-def _write_plugin(root: Path, dist: str, module: str, group: str, body: str) -> None:
-    pkg = root / module
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text(body)
-    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{group}]\n{module} = {module}:register\n")
-
-
 def test_plugins_load_once_with_their_distribution_as_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reg = make()
     group = "registry_tests.components"
@@ -105,7 +96,7 @@ def test_plugins_load_once_with_their_distribution_as_origin(tmp_path: Path, mon
         "def register():\n"
         "    t.REG.add('plugged', lambda p: 'plugged', summary='from a plugin')\n"
     )
-    _write_plugin(tmp_path, "demo-plugin", "demo_plugin_mod", group, body)
+    write_plugin(tmp_path, dist="demo-plugin", module="demo_plugin_mod", body=body, group=group)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.syspath_prepend(str(tmp_path))  # the same distribution seen twice
     plugins = load_plugins(group)

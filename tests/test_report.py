@@ -23,20 +23,16 @@ from PIL import Image
 from qsight.runs import RunFolder
 from qsight.runs.curves import timeline
 from qsight.runs.report import KEY_METRICS, write_report
-from tests.runs import cli, summary, tiny_spec
+from tests.helpers import HEADS, copy_run, summary
 
 PNG_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]*)")
-HEADS = ("global", "compressed", "quantum", "ensemble")
+ALL_HEADS = (*HEADS, "ensemble")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real smoke run (no remote sinks), shared by the module."""
-    tmp = tmp_path_factory.mktemp("report")
-    folder = tmp / "run"
-    res = cli("run", str(tiny_spec(tmp, name="smoke")), "--run-dir", str(folder))
-    assert res.returncode == 0, res.stderr[-3000:]
-    return folder
+def run_dir(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's smoke run, for the module (its report.html is written into it)."""
+    return copy_run(smoke_run, tmp_path_factory.mktemp("report") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +42,8 @@ def page(run_dir: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def copy_run(run_dir: Path, dest: Path) -> Path:
-    return Path(shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("checkpoints", "report.html")))
+def copy_without_report(run_dir: Path, dest: Path) -> Path:
+    return copy_run(run_dir, dest, leave_out=("checkpoints", "report.html"))
 
 
 class Tables(HTMLParser):
@@ -93,7 +89,7 @@ def test_metrics_table_matches_summary(run_dir: Path, page: str) -> None:
     assert columns == [m for m in KEY_METRICS if f"val/ensemble/{m}" in final]
     assert {"qwk", "accuracy", "referable_auc", "ece"} <= set(columns)
     rows = {row[0]: row[1:] for row in table[1:]}
-    assert set(rows) == set(HEADS)
+    assert set(rows) == set(ALL_HEADS)
     for head, cells in rows.items():
         assert cells == [f"{final[f'val/{head}/{m}']:.4f}" for m in columns], head
 
@@ -103,7 +99,7 @@ def test_header_best_epochs_spec_and_environment(run_dir: Path, page: str) -> No
     for text in ("smoke", run.run_id, "completed", "no DR, mild, moderate, severe, proliferative"):
         assert escape(text) in page
     best = next(t for t in tables(page) if t[0][:3] == ["stage", "epochs", "best epoch"])
-    assert [row[:2] for row in best[1:]] == [["classical", "1"], ["quantum", "2"], ["ensemble", "1"]]
+    assert [row[:2] for row in best[1:]] == [["classical", "2"], ["quantum", "2"], ["ensemble", "1"]]
     spec_text = (run_dir / "spec.toml").read_text(encoding="utf-8")
     assert f"<pre>{escape(spec_text)}</pre>" in page
     env = json.loads((run_dir / "environment.json").read_text())
@@ -112,7 +108,7 @@ def test_header_best_epochs_spec_and_environment(run_dir: Path, page: str) -> No
 
 def test_images_are_embedded_valid_pngs(page: str) -> None:
     images = pngs(page)
-    assert len(images) == 1 + len(HEADS) + 1  # learning curves, a confusion matrix per head, the Grad-CAM collage
+    assert len(images) == 1 + len(ALL_HEADS) + 1  # learning curves, a confusion matrix per head, the Grad-CAM collage
     for data in images:
         assert len(data) > 5_000
         with Image.open(io.BytesIO(data)) as img:
@@ -122,7 +118,7 @@ def test_images_are_embedded_valid_pngs(page: str) -> None:
 
 
 def test_text_from_files_is_escaped(run_dir: Path, tmp_path: Path) -> None:
-    run = copy_run(run_dir, tmp_path / "run")
+    run = copy_without_report(run_dir, tmp_path / "run")
     spec = run / "spec.toml"
     spec.write_text(spec.read_text().replace("seconds-long", "<script>alert(1)</script> & co"))
     html = write_report(RunFolder(run)).read_text(encoding="utf-8")
@@ -130,7 +126,7 @@ def test_text_from_files_is_escaped(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_partial_run_still_renders(run_dir: Path, tmp_path: Path) -> None:
-    run = copy_run(run_dir, tmp_path / "run")
+    run = copy_without_report(run_dir, tmp_path / "run")
     (run / "summary.json").unlink()
     shutil.rmtree(run / "visualizations")
     out = write_report(RunFolder(run), tmp_path / "elsewhere" / "page.html")
@@ -140,6 +136,19 @@ def test_partial_run_still_renders(run_dir: Path, tmp_path: Path) -> None:
     assert "No confusion matrices" in html and "No Grad-CAM collage" in html
     assert "the last logged epoch (no summary.json)" in html
     assert len(pngs(html)) == 1  # the learning curves, from metrics.jsonl
+
+
+def test_killed_run_renders_what_it_logged(interrupted_run: Path, tmp_path: Path) -> None:
+    """A run killed in its first stage: marked interrupted, with the epoch it logged and its pictures."""
+    html = write_report(RunFolder(interrupted_run), tmp_path / "page.html").read_text(encoding="utf-8")
+    assert "interrupted" in html and "Missing from the run folder: summary.json." in html
+    assert "the last logged epoch (no summary.json)" in html
+    best = next(t for t in tables(html) if t[0][:3] == ["stage", "epochs", "best epoch"])
+    assert [row[:3] for row in best[1:]] == [["classical", "1", "1"], ["quantum", "0", "–"], ["ensemble", "0", "–"]]
+    table = next(t for t in tables(html) if t[0][0] == "head")
+    assert [row[0] for row in table[1:]] == ["ensemble", "global", "compressed"]  # the quantum head never ran
+    assert len(pngs(html)) == 1 + 3 + 1  # learning curves, the epoch's confusion matrices, its Grad-CAM collage
+    assert not (interrupted_run / "report.html").exists()
 
 
 def test_run_with_only_a_spec_renders(run_dir: Path, tmp_path: Path) -> None:

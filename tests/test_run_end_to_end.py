@@ -8,20 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.runs import cli, install_nan_plugin, summary, tiny_spec, val_metrics
-
-HEADS = ("global", "compressed", "quantum")
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One full smoke run with every sink, shared by the contract tests."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    run_dir = tmp / "run"
-    res = cli("run", str(tiny_spec(tmp, sinks=True, name="smoke")), "--run-dir", str(run_dir),
-              env={"WANDB_MODE": "offline"})
-    assert res.returncode == 0, res.stderr[-3000:]
-    return run_dir
+from tests.helpers import HEADS, cli, install_nan_plugin, metric_lines, summary, tiny_spec, val_metrics
 
 
 def test_run_folder_contract(smoke_run: Path) -> None:
@@ -35,15 +22,14 @@ def test_run_folder_contract(smoke_run: Path) -> None:
     assert data["sinks"] == {"local": "ok", "wandb": "ok", "mlflow": "ok"}
     assert [s["name"] for s in data["stages"]] == ["classical", "quantum", "ensemble"]
     assert {f"val/{h}/qwk" for h in (*HEADS, "ensemble")} <= set(data["final"])
-    lines = [json.loads(x) for x in (smoke_run / "metrics.jsonl").read_text().splitlines()]
-    assert all({"stage", "epoch", "step"} <= set(line) for line in lines)
+    assert all({"stage", "epoch", "step"} <= set(line) for line in metric_lines(smoke_run))
     env = json.loads((smoke_run / "environment.json").read_text())
     assert "torch" in json.dumps(env) and "quantum" in json.dumps(env)
 
 
 def test_every_validation_epoch_writes_artifacts(smoke_run: Path) -> None:
     vis = smoke_run / "visualizations"
-    epochs = {"classical": 1, "quantum": 2, "ensemble": 1}
+    epochs = {"classical": 2, "quantum": 2, "ensemble": 1}
     active = {"classical": ("global", "compressed"), "quantum": ("quantum",), "ensemble": HEADS}
     for stage, n in epochs.items():
         for e in range(1, n + 1):
@@ -67,7 +53,7 @@ def test_frozen_modules_stay_bit_identical_across_stages(smoke_run: Path) -> Non
 
 
 def test_restore_best_ends_the_stage_with_its_best_epoch(smoke_run: Path) -> None:
-    lines = [json.loads(x) for x in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    lines = metric_lines(smoke_run)
     quantum = [r["val/quantum/qwk"] for r in lines if r["stage"] == "quantum" and "val/quantum/qwk" in r]
     after = [r["val/quantum/qwk"] for r in lines if r["stage"] == "ensemble" and "val/quantum/qwk" in r]
     assert len(quantum) == 2 and after
@@ -75,28 +61,31 @@ def test_restore_best_ends_the_stage_with_its_best_epoch(smoke_run: Path) -> Non
     assert after[0] == max(quantum) == summary(smoke_run)["stages"][1]["final"]["val/quantum/qwk"]
 
 
-def test_same_seed_gives_identical_metrics(tmp_path: Path) -> None:
-    spec = tiny_spec(tmp_path, stages__1__epochs=1)
-    runs = [tmp_path / "a", tmp_path / "b"]
-    for r in runs:
-        res = cli("run", str(spec), "--run-dir", str(r))
-        assert res.returncode == 0, res.stderr[-2000:]
-    assert val_metrics(runs[0]) == val_metrics(runs[1])
+@pytest.mark.slow
+def test_same_seed_gives_identical_metrics(smoke_run: Path, smoke_args: tuple[str, ...], tmp_path: Path) -> None:
+    """A second run of the smoke spec, from scratch, ends with the shared run's metrics."""
+    again = tmp_path / "again"
+    res = cli("run", *smoke_args, "--run-dir", str(again))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert val_metrics(again) == val_metrics(smoke_run)
 
 
-def test_dry_run_touches_every_stage_head_and_gradcam(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_dry_run_touches_every_stage_head_and_gradcam(tmp_path: Path, reports_root: Path) -> None:
     run_dir = tmp_path / "dry"
-    res = cli("run", str(tiny_spec(tmp_path)), "--run-dir", str(run_dir), "--dry-run")
+    res = cli("run", str(tiny_spec(tmp_path, reports=reports_root)), "--run-dir", str(run_dir), "--dry-run")
     assert res.returncode == 0, res.stderr[-2000:]
     assert [s["name"] for s in summary(run_dir)["stages"]] == ["classical", "quantum", "ensemble"]
     assert list((run_dir / "visualizations" / "quantum").glob("epoch_01/gradcam/collage.png"))
 
 
-def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path: Path, reports_root: Path) -> None:
     """A plugin head whose logits turn NaN in the quantum stage: exit 1, stage 1 kept."""
     run_dir = tmp_path / "nan"
     env = install_nan_plugin(tmp_path / "plugin")
-    spec = tiny_spec(tmp_path, model__heads__quantum={"type": "nan-after", "input": "neck", "after": 2})
+    spec = tiny_spec(tmp_path, reports=reports_root, stages__0__epochs=1,
+                     model__heads__quantum={"type": "nan-after", "input": "neck", "after": 2})
     res = cli("run", str(spec), "--run-dir", str(run_dir), env=env)
     assert res.returncode == 1, res.stderr[-2000:]
     assert "non-finite loss" in res.stderr and "Traceback" not in res.stderr

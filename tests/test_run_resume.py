@@ -3,59 +3,27 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.runs import ROOT, cli, summary, tiny_spec, val_metrics
+from tests.helpers import KILL_POINTS, ROOT, cli, copy_run, summary, tiny_spec, val_metrics
 
 
-def _uninterrupted(tmp: Path, spec: Path) -> dict[str, float]:
-    run_dir = tmp / "plain"
-    res = cli("run", str(spec), "--run-dir", str(run_dir))
-    assert res.returncode == 0, res.stderr[-2000:]
-    return val_metrics(run_dir)
-
-
-def _kill_when(run_dir: Path, spec: Path, ready: str) -> None:
-    """Start a run and SIGKILL it once checkpoint file `ready` exists."""
-    proc = subprocess.Popen([sys.executable, "-m", "qsight", "run", str(spec), "--run-dir", str(run_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    ck = run_dir / "checkpoints"
-    while proc.poll() is None and time.time() < deadline:
-        if (ck / ready).is_file():
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
-    """A spec and the metrics of its uninterrupted run."""
-    tmp = tmp_path_factory.mktemp("reference")
-    spec = tiny_spec(tmp, stages__0__epochs=2, stages__1__epochs=3)
-    return spec, _uninterrupted(tmp, spec)
-
-
-@pytest.mark.parametrize("ready", ["last.pt", "stage-classical.pt", "stage-quantum.pt"])
-def test_resume_after_sigkill_ends_with_the_same_metrics(
-    tmp_path: Path, ready: str, reference: tuple[Path, dict[str, float]]
+@pytest.mark.slow
+@pytest.mark.parametrize("ready", KILL_POINTS)
+def test_resume_after_a_kill_ends_with_the_same_metrics(
+    tmp_path: Path, ready: str, killed_runs: dict[str, Path], long_run: Path
 ) -> None:
-    spec, expected = reference
-    run_dir = tmp_path / "killed"
-    _kill_when(run_dir, spec, ready)
+    """The long run killed right after writing checkpoint `ready`, resumed, ends as the run that went on."""
+    run_dir = copy_run(killed_runs[ready], tmp_path / "killed")
     assert not (run_dir / "summary.json").exists() or summary(run_dir)["status"] != "completed"
     res = cli("run", "--resume", str(run_dir))
     assert res.returncode == 0, res.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed"
-    assert val_metrics(run_dir) == expected
+    assert val_metrics(run_dir) == val_metrics(long_run)
 
 
 def test_resume_refuses_overrides_and_missing_checkpoints(tmp_path: Path) -> None:
@@ -68,15 +36,20 @@ def test_resume_refuses_overrides_and_missing_checkpoints(tmp_path: Path) -> Non
     assert res.returncode == 2 and "drop --set" in res.stderr
 
 
-def test_two_process_ddp_matches_one_process_over_the_same_global_batch(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_over_the_same_global_batch(tmp_path: Path, reports_root: Path) -> None:
     """torchrun with 2 CPU processes (gloo) gives the metrics of one process.
 
     Augmentation is seeded per sample, so both see the same images; BatchNorm is
     frozen and dropout/annealing noise off, since those draw per process.
     """
-    spec = tiny_spec(tmp_path, stages__0__train=["neck", "heads.global", "heads.compressed", "combiner"],
+    spec = tiny_spec(tmp_path, reports=reports_root, stages__0__epochs=1,
+                     stages__0__train=["neck", "heads.global", "heads.compressed", "combiner"],
                      model__heads__compressed__dropout=0.0, stages__1__anneal__start_noise=0.0)
-    expected = _uninterrupted(tmp_path, spec)
+    plain = tmp_path / "plain"
+    res = cli("run", str(spec), "--run-dir", str(plain))
+    assert res.returncode == 0, res.stderr[-2000:]
+    expected = val_metrics(plain)
     run_dir = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "qsight", "run", str(spec), "--run-dir", str(run_dir)]

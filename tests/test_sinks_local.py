@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
-import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +17,7 @@ from qsight.errors import RunFailedError
 from qsight.sinks import BaseSink, RunInfo, SinkSet, build_sinks
 from qsight.sinks.console import ConsoleSink
 from qsight.sinks.local import LocalSink
+from tests.helpers import heavy_imports
 
 SPEC: dict[str, Any] = {
     "name": "demo",
@@ -142,10 +141,7 @@ def test_spec_sink_tables_build_labelled_sinks(tmp_path: Path) -> None:
 
 
 def test_importing_sinks_stays_light() -> None:
-    heavy = "('mlflow', 'wandb', 'torch', 'rich')"
-    code = f"import sys, qsight.sinks; print(sorted(m for m in {heavy} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports("qsight.sinks", ("mlflow", "wandb", "torch", "rich")) == []
 
 
 def test_console_prints_one_table_per_validation_epoch(tmp_path: Path) -> None:

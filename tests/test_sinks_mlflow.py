@@ -23,6 +23,7 @@ from qsight.errors import RunFailedError
 from qsight.sinks import MlflowParams, RunInfo, SinkSet
 from qsight.sinks.local import LocalSink
 from qsight.sinks.mlflow_sink import MlflowSink, flatten
+from tests.helpers import sink_artifacts
 
 SPEC: dict[str, Any] = {
     "name": "demo",
@@ -100,20 +101,6 @@ def new_run(tmp_path: Path, run_id: str = "r1") -> RunInfo:
     return RunInfo("demo", run_id, root / "runs" / "demo" / run_id, root, SPEC)
 
 
-def artifacts(run_dir: Path) -> dict[str, Path]:
-    from PIL import Image
-
-    folder = run_dir / "visualizations" / "classical" / "epoch_01"
-    folder.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
-    files = {"png": folder / "confusion_ensemble.png", "csv": folder / "confidence.csv"}
-    Image.new("RGB", (16, 12), (10, 200, 10)).save(files["png"])
-    files["csv"].write_text("id,label,pred,confidence\na,0,0,0.9\nb,3,1,0.4\n")
-    files["ckpt"] = run_dir / "checkpoints" / "last.pt"
-    files["ckpt"].write_bytes(b"\1" * 128)
-    return files
-
-
 def train_like(sinks: SinkSet, files: dict[str, Path], epochs: range = range(1, 3)) -> None:
     """What the trainer does: per-step losses, then validation metrics and artifacts per epoch."""
     for epoch in epochs:
@@ -160,7 +147,7 @@ def check_run(client: MlflowClient, sink: MlflowSink, status: str, tmp: Path) ->
 
 def test_default_sqlite_store(tmp_path: Path) -> None:
     run = new_run(tmp_path)
-    files = artifacts(run.run_dir)
+    files = sink_artifacts(run.run_dir)
     sink = MlflowSink(MlflowParams())
     sinks = SinkSet(LocalSink(), [sink])
     sinks.start(run)
@@ -177,7 +164,7 @@ def test_default_sqlite_store(tmp_path: Path) -> None:
 
 def test_resumed_run_continues_its_mlflow_run(tmp_path: Path) -> None:
     run = new_run(tmp_path)
-    files = artifacts(run.run_dir)
+    files = sink_artifacts(run.run_dir)
     first, second = MlflowSink(MlflowParams()), MlflowSink(MlflowParams())
     sinks = SinkSet(LocalSink(), [first])
     sinks.start(run)
@@ -193,10 +180,11 @@ def test_resumed_run_continues_its_mlflow_run(tmp_path: Path) -> None:
     assert [m.step for m in client.get_metric_history(first.run_id, "val/ensemble/qwk")] == [10, 20]
 
 
+@pytest.mark.slow
 def test_real_server(server: tuple[str, Path], tmp_path: Path) -> None:
     url, root = server
     run = new_run(tmp_path)
-    files = artifacts(run.run_dir)
+    files = sink_artifacts(run.run_dir)
     sink = MlflowSink(MlflowParams(tracking_uri=url))
     sinks = SinkSet(LocalSink(), [sink])
     sinks.start(run)
@@ -207,6 +195,7 @@ def test_real_server(server: tuple[str, Path], tmp_path: Path) -> None:
     assert not (run.reports_root / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_env_uri_is_used_and_interrupted_maps_to_killed(
     server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -231,7 +220,7 @@ def assert_local_intact(run: RunInfo, steps: int) -> dict[str, Any]:
 
 def test_dead_server_is_reported_once_and_training_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run = new_run(tmp_path)
-    files = artifacts(run.run_dir)
+    files = sink_artifacts(run.run_dir)
     sinks = SinkSet(LocalSink(), [MlflowSink(MlflowParams(tracking_uri=f"http://127.0.0.1:{free_port()}"))])
     began = time.monotonic()
     with caplog.at_level("WARNING", logger="qsight.sinks"):
@@ -245,9 +234,10 @@ def test_dead_server_is_reported_once_and_training_goes_on(tmp_path: Path, caplo
     assert "Connection" in summary["sinks"]["mlflow"] or "refused" in summary["sinks"]["mlflow"]
 
 
+@pytest.mark.slow
 def test_server_killed_mid_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run = new_run(tmp_path)
-    files = artifacts(run.run_dir)
+    files = sink_artifacts(run.run_dir)
     with mlflow_server(tmp_path / "server") as (url, proc):
         sink = MlflowSink(MlflowParams(tracking_uri=url, timeout=5))
         sinks = SinkSet(LocalSink(), [sink])

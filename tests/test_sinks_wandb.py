@@ -13,6 +13,7 @@ import pytest
 from qsight.sinks import RunInfo, SinkSet, WandbParams
 from qsight.sinks.local import LocalSink
 from qsight.sinks.wandb_sink import WandbSink, resolve_mode
+from tests.helpers import sink_artifacts
 
 SPEC = {"name": "demo", "seed": 3, "train": {"batch_size": 8}}
 BLOCK, HEADER = 32768, 7
@@ -59,23 +60,10 @@ def history(records: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_artifacts(run_dir: Path) -> tuple[Path, Path, Path]:
-    from PIL import Image
-
-    folder = run_dir / "visualizations" / "classical" / "epoch_01"
-    folder.mkdir(parents=True)
-    png, csv = folder / "confusion_ensemble.png", folder / "confidence.csv"
-    Image.new("RGB", (16, 12), (200, 30, 30)).save(png)
-    csv.write_text("id,label,pred,confidence\na,0,0,0.9\nb,2,1,0.4\n")
-    ckpt = run_dir / "checkpoints" / "last.pt"
-    ckpt.parent.mkdir()
-    ckpt.write_bytes(b"\0" * 64)
-    return png, csv, ckpt
-
-
 def test_offline_run_files_hold_the_logged_data(tmp_path: Path) -> None:
     run = RunInfo("demo", "r1", tmp_path / "run", tmp_path, SPEC)
-    png, csv, ckpt = write_artifacts(run.run_dir)
+    files = sink_artifacts(run.run_dir)
+    png, csv, ckpt = files["png"], files["csv"], files["ckpt"]
     wb = WandbSink(WandbParams(), name="wandb")
     sinks = SinkSet(LocalSink(), [wb])
     sinks.start(run)

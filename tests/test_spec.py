@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,9 @@ from qsight.config.overrides import OverrideError, apply_overrides, parse_value
 from qsight.config.spec import ExperimentSpec, SpecError, StageConfig, spec_schema, validate_spec
 from qsight.config.toml_io import load_spec
 from qsight.errors import BadInputError
+from tests.helpers import ROOT, SMOKE, smoke_raw
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
-
-
-def smoke() -> dict[str, Any]:
-    with (ROOT / "experiments" / "smoke.toml").open("rb") as fh:
-        return tomllib.load(fh)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
@@ -32,7 +26,7 @@ def test_every_experiment_file_is_valid(path: Path) -> None:
 
 
 def test_components_are_validated_by_their_own_params() -> None:
-    spec = load_spec(ROOT / "experiments" / "smoke.toml")
+    spec = load_spec(SMOKE)
     quantum = spec.model.heads["quantum"]
     assert quantum.qubits == 3
     assert quantum.sampler.type == "torch-exact"
@@ -40,7 +34,7 @@ def test_components_are_validated_by_their_own_params() -> None:
 
 
 def test_spec_and_stage_are_frozen() -> None:
-    spec = load_spec(ROOT / "experiments" / "smoke.toml")
+    spec = load_spec(SMOKE)
     with pytest.raises(Exception, match="frozen"):
         spec.stages[0].epochs = 3  # type: ignore[misc]
 
@@ -116,7 +110,7 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
 
 @pytest.mark.parametrize(("case", "mutate", "key", "text"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
 def test_malformed_specs_name_the_key(case: str, mutate: Mutation, key: str, text: str) -> None:
-    raw = copy.deepcopy(smoke())
+    raw = copy.deepcopy(smoke_raw())
     mutate(raw)
     with pytest.raises(SpecError) as info:
         validate_spec(raw, source="case.toml")
@@ -156,13 +150,13 @@ def test_missing_and_directory_spec_paths(tmp_path: Path) -> None:
 )
 def test_bad_overrides(override: str, text: str) -> None:
     with pytest.raises(OverrideError, match=text) as info:
-        apply_overrides(smoke(), [override])
+        apply_overrides(smoke_raw(), [override])
     assert info.value.exit_code == 2 and override in str(info.value)
 
 
 def test_overrides_apply_toml_literals_with_list_indices() -> None:
     raw = apply_overrides(
-        smoke(),
+        smoke_raw(),
         ["stages.1.lr=1e-4", 'model.heads.quantum.sampler.type="aer"', "train.device=cpu",
          "stages.0.heads=['global']", "explain.enabled=false"],
     )
@@ -170,7 +164,7 @@ def test_overrides_apply_toml_literals_with_list_indices() -> None:
     assert spec.stages[1].lr == 1e-4 and spec.train.device == "cpu" and spec.stages[0].heads == ("global",)
     assert spec.model.heads["quantum"].sampler.type == "aer"
     assert spec.explain.enabled is False
-    assert smoke()["stages"][1]["lr"] != 1e-4  # the original is untouched
+    assert smoke_raw()["stages"][1]["lr"] != 1e-4  # the original is untouched
 
 
 def test_override_values_are_typed() -> None:

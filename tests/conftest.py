@@ -1,0 +1,79 @@
+"""Runs shared by the whole session, made once through the real CLI.
+
+- `smoke_run`: experiments/smoke.toml run to the end, every sink on (W&B offline, MLflow's sqlite store).
+- `long_run`: the same spec with ``LONG_OVERRIDES``, run to the end; on its way, copies of its folder are
+  taken as a kill right after each of ``KILL_POINTS`` would leave it (`killed_runs`; `interrupted_run` is the
+  one killed mid-stage).
+
+Tests only read these folders; a test that changes one copies it first (`helpers.copy_run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import KILL_POINTS, SMOKE, cli, run_with_snapshots
+
+LONG_OVERRIDES = ("--set", "stages.1.epochs=3", "--set", "train.batch_size=8")
+
+
+@pytest.fixture(scope="session")
+def reports_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output root of the session's runs: one synthetic-data cache, one MLflow store."""
+    return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="session")
+def smoke_args(reports_root: Path) -> tuple[str, ...]:
+    """``qsight run`` arguments for experiments/smoke.toml with its output under `reports_root`."""
+    return str(SMOKE), "--set", f'output.root="{reports_root}"'
+
+
+@pytest.fixture(scope="session")
+def smoke_run(reports_root: Path, smoke_args: tuple[str, ...]) -> Path:
+    """The completed smoke run (read only)."""
+    run_dir = reports_root / "runs" / "smoke" / "completed"
+    result = cli("run", *smoke_args, "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@dataclass(frozen=True)
+class LongRun:
+    run_dir: Path  # completed
+    killed: dict[str, Path]  # kill point -> the folder as a kill right after writing that checkpoint leaves it
+
+
+@pytest.fixture(scope="session")
+def _long(smoke_run: Path, smoke_args: tuple[str, ...], reports_root: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> LongRun:
+    """Started after `smoke_run` (tests rely on the order). The copies lie under a reports root of their own."""
+    killed_root = tmp_path_factory.mktemp("killed")
+    points = {p: killed_root / "runs" / "smoke" / f"killed-{p.removesuffix('.pt')}" for p in KILL_POINTS}
+    run_dir = reports_root / "runs" / "smoke" / "long"
+    run_with_snapshots([*smoke_args, *LONG_OVERRIDES], run_dir, points)
+    following = [*KILL_POINTS[1:], "stage-ensemble.pt"]
+    for point, later in zip(KILL_POINTS, following, strict=True):
+        assert not (points[point] / "checkpoints" / later).exists(), f"the copy at {point} came too late"
+    return LongRun(run_dir, points)
+
+
+@pytest.fixture(scope="session")
+def long_run(_long: LongRun) -> Path:
+    """The completed long run (read only)."""
+    return _long.run_dir
+
+
+@pytest.fixture(scope="session")
+def killed_runs(_long: LongRun) -> dict[str, Path]:
+    """Kill point (a checkpoint file name) -> the long run's folder as that kill left it (read only)."""
+    return _long.killed
+
+
+@pytest.fixture(scope="session")
+def interrupted_run(killed_runs: dict[str, Path]) -> Path:
+    """The long run killed mid-way through its first stage (read only)."""
+    return killed_runs["last.pt"]

@@ -1,0 +1,210 @@
+"""What many tests need: the smoke spec and its variants, the CLI in a subprocess, run-folder readers,
+plugin distributions written on disk, and snapshots of a run as a kill would leave it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "smoke.toml"
+HEADS = ("global", "compressed", "quantum")
+KILL_POINTS = ("last.pt", "stage-classical.pt", "stage-quantum.pt")  # checkpoint files, in the order written
+
+# ---- specs ---------------------------------------------------------------------------------------------------------
+
+
+def smoke_raw() -> dict[str, Any]:
+    """experiments/smoke.toml as parsed TOML (a fresh copy each call)."""
+    with SMOKE.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def tiny_spec(tmp: Path, *, reports: Path | None = None, sinks: bool = False, name: str = "tiny",
+              **changes: Any) -> Path:
+    """The smoke spec without remote sinks (unless asked), written to `tmp`.
+
+    Its output root is `reports` (share one across runs to share the synthetic-data cache) or `tmp/reports`.
+    `changes` set dotted paths spelled with `__` (``stages__1__epochs=3``).
+    """
+    raw = copy.deepcopy(smoke_raw())
+    raw["name"] = name
+    raw["output"] = {"root": str(reports or tmp / "reports")}
+    if not sinks:
+        raw.pop("sinks", None)
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        node[int(last) if isinstance(node, list) else last] = value
+    path = tmp / f"{name}.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+# ---- the command line ----------------------------------------------------------------------------------------------
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CLI subprocess: ours, W&B offline, plus `env`."""
+    return {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+
+
+def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+        timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m qsight ARGS`` as a user runs it: exit code, stdout and stderr."""
+    return subprocess.run([sys.executable, "-m", "qsight", *args], capture_output=True, text=True, cwd=cwd,
+                          env=cli_env(env), timeout=timeout)
+
+
+def cli_json(*args: str) -> Any:
+    """The parsed output of ``qsight ARGS --format json`` (which must succeed)."""
+    result = cli(*args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def heavy_imports(module: str, heavy: Iterable[str]) -> list[str]:
+    """Which of `heavy` a fresh interpreter has imported after ``import module``."""
+    code = f"import sys, {module}; print(','.join(sorted(m for m in {sorted(heavy)!r} if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+# ---- run folders ---------------------------------------------------------------------------------------------------
+
+
+def summary(run_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    return data
+
+
+def val_metrics(run_dir: Path) -> dict[str, float]:
+    return {k: v for k, v in summary(run_dir)["final"].items() if k.startswith("val/")}
+
+
+def metric_lines(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def copy_run(run_dir: Path, dest: Path, *, leave_out: Sequence[str] = ()) -> Path:
+    """A copy of a run folder (for tests that change it), without the names in `leave_out`."""
+    return Path(shutil.copytree(run_dir, dest, symlinks=True, ignore=shutil.ignore_patterns(*leave_out)))
+
+
+def run_with_snapshots(args: Sequence[str], run_dir: Path, points: dict[str, Path],
+                       env: dict[str, str] | None = None, timeout: float = 600) -> None:
+    """Run ``qsight run ARGS --run-dir RUN_DIR`` to the end; on the way, as soon as each checkpoint file
+    named in `points` exists, copy the run folder to the path given for it.
+
+    The run's process group is stopped (SIGSTOP) while it is copied, so each copy holds exactly what a
+    SIGKILL at that moment would leave on disk; its run.lock names a process that has exited by the time
+    this returns.
+    """
+    cmd = [sys.executable, "-m", "qsight", "run", *args, "--run-dir", str(run_dir)]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(env), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + timeout
+        pending = list(points.items())
+        try:
+            while pending and proc.poll() is None and time.monotonic() < deadline:
+                name, dest = pending[0]
+                if (run_dir / "checkpoints" / name).is_file():
+                    os.killpg(proc.pid, signal.SIGSTOP)
+                    try:
+                        shutil.copytree(run_dir, dest, symlinks=True)
+                    finally:
+                        os.killpg(proc.pid, signal.SIGCONT)
+                    pending.pop(0)
+                else:
+                    time.sleep(0.05)
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.seek(0)
+        output = log.read()[-3000:]
+    assert not pending, f"the run ended before {pending[0][0]} existed:\n{output}"
+    assert proc.returncode == 0, output
+
+
+# ---- plugins -------------------------------------------------------------------------------------------------------
+
+
+def write_plugin(root: Path, *, dist: str, module: str, body: str, group: str = "qsight.components") -> dict[str, str]:
+    """A real plugin distribution under `root`: package `module` (its ``__init__`` is `body`) and a dist-info
+    whose entry point in `group` is ``module:register``. Returns the env that puts `root` on the path."""
+    pkg = root / module
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(body)
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{module} = {module}:register\n")
+    return {"PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+
+
+NAN_PLUGIN = """
+import torch
+from pydantic import Field
+from qsight.components import HEADS
+from qsight.models.params import HeadParams
+
+
+class NanAfterParams(HeadParams):
+    after: int = Field(2, ge=0, description="training calls before the logits turn NaN")
+
+
+class NanAfter(torch.nn.Module):
+    def __init__(self, p, in_dim, num_classes):
+        super().__init__()
+        self.linear, self.after, self.calls = torch.nn.Linear(in_dim, num_classes), p.after, 0
+
+    def forward(self, x):
+        self.calls += int(self.training)
+        out = self.linear(x)
+        return out * float("nan") if self.calls > self.after else out
+
+
+def register():
+    HEADS.add("nan-after", NanAfter, params=NanAfterParams, summary="turns NaN after some training calls")
+"""
+
+
+def install_nan_plugin(root: Path) -> dict[str, str]:
+    """The `nan-after` head as a plugin distribution; returns the env that puts it on the path."""
+    return write_plugin(root, dist="qsight-nan-plugin", module="qsight_nan_plugin", body=NAN_PLUGIN)
+
+
+# ---- sink inputs ---------------------------------------------------------------------------------------------------
+
+
+def sink_artifacts(run_dir: Path) -> dict[str, Path]:
+    """What a trainer hands the sinks: a confusion PNG and a confidence CSV of epoch 1, and a checkpoint."""
+    from PIL import Image
+
+    folder = run_dir / "visualizations" / "classical" / "epoch_01"
+    folder.mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    files = {"png": folder / "confusion_ensemble.png", "csv": folder / "confidence.csv",
+             "ckpt": run_dir / "checkpoints" / "last.pt"}
+    Image.new("RGB", (16, 12), (10, 200, 10)).save(files["png"])
+    files["csv"].write_text("id,label,pred,confidence\na,0,0,0.9\nb,3,1,0.4\n")
+    files["ckpt"].write_bytes(b"\1" * 128)
+    return files
