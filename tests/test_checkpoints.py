@@ -26,7 +26,7 @@ from qsight.training.reporting import EpochReporter
 from qsight.training.seeding import rng_state, set_rng_state
 from qsight.training.state import EarlyStopping, RunState
 from qsight.training.trainer import Trainer
-from tests.runs import tiny_spec
+from tests.helpers import tiny_spec
 
 CPU = torch.device("cpu")
 

@@ -14,7 +14,7 @@ from qsight.training.checkpoints import CheckpointStore
 from qsight.training.parallel import ShardedBatchSampler
 from qsight.training.reporting import EpochReporter
 from qsight.training.trainer import StagePlan, Trainer
-from tests.runs import tiny_spec
+from tests.helpers import tiny_spec
 
 
 def test_class_weights_are_inverse_frequency_over_present_classes() -> None:

@@ -27,7 +27,7 @@ from qsight.data import CsvParams, DataContext
 from qsight.data.base import DataBundle
 from qsight.errors import DataError
 from registry import Params
-from tests.runs import cli, smoke_raw, summary, tiny_spec
+from tests.helpers import cli, smoke_raw, summary, tiny_spec
 
 SIZE = 16
 LABELS = [0] * 6 + [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4  # 22 rows: rows 2..23 of train.csv

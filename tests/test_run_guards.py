@@ -13,7 +13,7 @@ import pytest
 from qsight.errors import BadInputError
 from qsight.experiment.launch import resolve_run
 from qsight.runs.layout import write_lock
-from tests.runs import ROOT, cli, tiny_spec
+from tests.helpers import ROOT, cli, tiny_spec
 
 SMOKE = ROOT / "experiments" / "smoke.toml"
 

@@ -17,7 +17,7 @@ import torch
 
 from qsight.config.toml_io import load_spec
 from qsight.errors import BadInputError
-from tests.runs import cli, summary, tiny_spec
+from tests.helpers import cli, summary, tiny_spec
 
 AER = 'model.heads.quantum.sampler={type="aer", shots=1024}'
 REGISTERED = "serve-model"
@@ -219,7 +219,7 @@ def test_the_run_logged_an_mlflow_model_that_loads_and_predicts(trained: Path, v
 
 
 def test_the_run_logged_a_wandb_model_artifact_with_aliases_and_final_metrics(trained: Path) -> None:
-    from tests.test_sinks_wandb import read_finished
+    from tests.helpers import read_finished
 
     [log] = list((trained / "wandb").glob("offline-run-*/run-*.wandb"))
     arts = [r.artifact for r in read_finished(log) if r.HasField("artifact") and r.artifact.name.endswith("-model")]

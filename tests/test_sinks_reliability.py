@@ -17,7 +17,7 @@ from qsight.sinks import MlflowParams, RunInfo, SinkSet, WandbParams
 from qsight.sinks.local import LocalSink
 from qsight.sinks.mlflow_sink import MlflowSink
 from qsight.sinks.wandb_sink import WandbSink
-from tests.test_sinks_wandb import history, read_finished
+from tests.helpers import history, read_finished
 
 SPEC: dict[str, Any] = {"name": "demo", "seed": 1, "train": {"batch_size": 8}}
 

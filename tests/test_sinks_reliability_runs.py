@@ -19,8 +19,7 @@ import pytest
 import tomli_w
 from mlflow import MlflowClient
 
-from tests.runs import ROOT, cli, summary, tiny_spec
-from tests.test_sinks_wandb import history, read_finished
+from tests.helpers import ROOT, cli, history, read_finished, summary, tiny_spec
 
 pytestmark = pytest.mark.slow
 CLASSICAL = {"name": "classical", "heads": ["global"], "train": ["backbone", "heads.global"], "lr": 3e-3}

@@ -3,63 +3,16 @@
 from __future__ import annotations
 
 import json
-import struct
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from qsight.sinks import RunInfo, SinkSet, WandbParams
 from qsight.sinks.local import LocalSink
 from qsight.sinks.wandb_sink import WandbSink, resolve_mode
-from tests.helpers import sink_artifacts
+from tests.helpers import history, read_finished, sink_artifacts
 
 SPEC = {"name": "demo", "seed": 3, "train": {"batch_size": 8}}
-BLOCK, HEADER = 32768, 7
-
-
-def read_records(path: Path) -> list[Any]:
-    """The protobuf records of an offline .wandb file (leveldb-style log of 32 KiB blocks)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, buf, out = HEADER, b"", []
-    while pos + 7 <= len(data):
-        room = BLOCK - pos % BLOCK
-        if room < 7:
-            pos += room
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind in (1, 2):  # full, first
-            buf = payload
-        elif kind in (3, 4):  # middle, last
-            buf += payload
-        if kind in (1, 4):
-            out.append(pb.Record.FromString(buf))  # type: ignore[attr-defined]
-    return out
-
-
-def read_finished(path: Path, wait: float = 10.0) -> list[Any]:
-    """The records once the exit record is on disk (wandb-core writes asynchronously)."""
-    deadline = time.monotonic() + wait
-    while True:
-        records = read_records(path)
-        if any(r.HasField("exit") for r in records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.1)
-
-
-def history(records: list[Any]) -> list[dict[str, Any]]:
-    rows = []
-    for rec in records:
-        if rec.HasField("history"):
-            rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item})
-    return rows
-
-
 def test_offline_run_files_hold_the_logged_data(tmp_path: Path) -> None:
     run = RunInfo("demo", "r1", tmp_path / "run", tmp_path, SPEC)
     files = sink_artifacts(run.run_dir)

@@ -26,7 +26,7 @@ from qsight.config import (
 from qsight.sinks import RunInfo
 from qsight.sinks.local import LocalSink
 from registry import Params, component_type
-from tests.runs import ROOT, smoke_raw
+from tests.helpers import ROOT, smoke_raw
 
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.toml"))
 #: Overrides switching off every optional part of the smoke spec (TOML literals, bare words).

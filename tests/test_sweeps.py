@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from qsight.sweeps.aggregate import interval
-from tests.runs import ROOT, cli
+from tests.helpers import ROOT, cli
 
 TINY_SET = ["train.limit_batches=1", "stages.1.epochs=1", "explain.enabled=false", "sinks={}",
             "data.train_size=48", "data.val_size=24"]
