@@ -215,7 +215,7 @@ def _padded(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _svg(width: int, height: int, label: str, body: Sequence[str]) -> str:
-    return (f'<svg class="chart" role="img" aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg" '
+    return (f'<svg class="chart" role="img" aria-label="{escape(label)}" '
             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}"><title>{escape(label)}</title>'
             + "".join(body) + "</svg>")
 
