@@ -85,12 +85,20 @@ def test_interval_is_the_t_interval_of_the_mean() -> None:
 # -- runs ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_grid_with_seeds_runs_every_trial_once_and_aggregates(tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, grid={"model.heads.quantum.qubits": [2, 3], "stages.0.lr": [1e-3, 3e-3]},
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 2 x 2 grid over two seeds, run by two worker processes; its folder (shared by the module)."""
+    tmp = tmp_path_factory.mktemp("grid")
+    path = write_sweep(tmp, grid={"model.heads.quantum.qubits": [2, 3], "stages.0.lr": [1e-3, 3e-3]},
                        seeds=[1, 2])
     res = cli("sweep", str(path), "--workers", "2", timeout=1500)
     assert res.returncode == 0, res.stderr[-3000:]
+    return tmp
+
+
+@pytest.mark.slow
+def test_grid_with_seeds_runs_every_trial_once_and_aggregates(grid_sweep: Path) -> None:
+    tmp_path = grid_sweep
     summary = load(tmp_path)
     keys = [(json.dumps(t["params"], sort_keys=True), t["seed"]) for t in summary["trials"]]
     assert len(keys) == 8 and len(set(keys)) == 8
@@ -101,10 +109,116 @@ def test_grid_with_seeds_runs_every_trial_once_and_aggregates(tmp_path: Path) ->
         assert group["n"] == 2 and sorted(group["seeds"]) == [1, 2]
         qwk = group["metrics"]["val/quantum/qwk"]
         assert qwk["ci"][0] <= qwk["mean"] <= qwk["ci"][1]
+        assert sorted(v["seed"] for v in qwk["values"]) == [1, 2]
+        assert qwk["mean"] == pytest.approx(sum(v["value"] for v in qwk["values"]) / 2)
     run = json.loads(Path(summary["trials"][0]["run_dir"], "summary.json").read_text())
     assert run["tags"]["sweep"] == "s" and run["tags"]["trial"] == str(summary["trials"][0]["number"])
     status = cli("sweep", "status", "s", "--root", str(tmp_path / "reports"))
     assert status.returncode == 0 and "8/8 done" in status.stdout, status.stderr
+
+
+# -- the sweep's HTML page ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report_page(grid_sweep: Path) -> Path:
+    res = cli("sweep", "report", "s", "--root", str(grid_sweep / "reports"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    page = grid_sweep / "reports" / "sweeps" / "s" / "report.html"
+    assert f"sweep report: {page}" in res.stdout
+    return page
+
+
+def _half(stat: dict[str, Any]) -> str:
+    return f"{stat['mean']:.4f} ± {(stat['ci'][1] - stat['ci'][0]) / 2:.4f}"
+
+
+@pytest.mark.slow
+def test_report_shows_every_configuration_head_and_seed(grid_sweep: Path, report_page: Path) -> None:
+    from tests.test_report import tables
+
+    html, summary = report_page.read_text(encoding="utf-8"), load(grid_sweep)
+    found = tables(html)
+    configs = next(t for t in found if t[0][:3] == ["configuration", "n", "seeds"])
+    assert configs[0][3:] == ["compressed", "global", "quantum", "ensemble"]
+    labels = {"quantum.qubits=2, 0.lr=0.001", "quantum.qubits=2, 0.lr=0.003", "quantum.qubits=3, 0.lr=0.001",
+              "quantum.qubits=3, 0.lr=0.003"}
+    assert {row[0] for row in configs[1:]} == labels
+    for group, row in zip(summary["groups"], configs[1:], strict=True):
+        assert row[1:3] == ["2", ", ".join(str(s) for s in group["seeds"])]
+        assert row[3:] == [_half(group["metrics"][f"val/{h}/qwk"]) for h in configs[0][3:]]
+    spreads = [t for t in found if t[0][1:3] == ["seed 1", "seed 2"]]
+    assert len(spreads) == 4  # one per head
+    quantum = {row[0]: row[1:3] for row in spreads[2][1:]}
+    for group in summary["groups"]:
+        by_seed = {v["seed"]: f"{v['value']:.4f}" for v in group["metrics"]["val/quantum/qwk"]["values"]}
+        label = ", ".join(f"{'.'.join(k.split('.')[-2:])}={v}" for k, v in group["params"].items())
+        assert quantum[label] == [by_seed[1], by_seed[2]]
+    trials = next(t for t in found if t[0][:2] == ["trial", "state"])
+    assert len(trials) == 9 and {row[1] for row in trials[1:]} == {"COMPLETE"}
+    # one chart per parameter (4 groups x 4 heads x (2 seeds + mean) points), one strip chart per head
+    assert html.count("<svg") == 2 + 4 and html.count("<circle") == 2 * 48 + 4 * 12
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+
+
+@pytest.mark.slow
+def test_report_escapes_text_and_renders_an_empty_sweep(grid_sweep: Path, tmp_path: Path) -> None:
+    from qsight.sweeps.report import render_report
+
+    summary = load(grid_sweep)
+    summary["name"] = "<script>alert(1)</script>"
+    summary["trials"][0]["message"] = "a & b <img src=x>"
+    html = render_report(summary)
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "a &amp; b &lt;img src=x&gt;" in html
+    empty = render_report({**summary, "groups": [], "trials": [], "best": None})
+    assert "No completed trials yet." in empty and "No trials in the study." in empty and "<svg" not in empty
+    res = cli("sweep", "report", str(grid_sweep / "s.toml"), "--out", str(tmp_path / "x" / "page.html"))
+    assert res.returncode == 0 and (tmp_path / "x" / "page.html").is_file(), res.stderr[-2000:]
+    res = cli("sweep", "report", "nope", "--root", str(tmp_path))
+    assert res.returncode == 2 and "nope: neither a sweep file nor a sweep" in res.stderr
+
+
+@pytest.fixture
+def chromium_binary() -> str:
+    """Headless Chromium, or a skip saying why (asked before the sweep runs)."""
+    from tests.test_report import chromium
+
+    return chromium()
+
+
+def open_in_chromium(binary: str, page: Path, profile: Path) -> tuple[list[Any], list[str]]:
+    """Open `page` in headless Chromium: [title, [[width, height, circles] per svg]] and the problems seen."""
+    from tests.test_report import DevTools, problems
+
+    browser = DevTools(binary, profile)
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Runtime", "Log", "Page", "Network"):
+            browser.send(f"{domain}.enable", session=session)
+        browser.send("Page.navigate", {"url": page.as_uri()}, session=session)
+        browser.wait_for("Page.loadEventFired")
+        script = ("[document.title, Array.from(document.querySelectorAll('svg'), s => {"
+                  " const r = s.getBoundingClientRect();"
+                  " return [r.width, r.height, s.querySelectorAll('circle').length]; })]")
+        result = browser.send("Runtime.evaluate", {"expression": script, "returnByValue": True}, session=session)
+    finally:
+        browser.close()
+    return result["result"]["value"], problems(browser.events)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_report_loads_cleanly_in_headless_chromium(chromium_binary: str, report_page: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "mailed" / "report.html"  # alone in a folder: nothing may point back at the sweep
+    moved.parent.mkdir()
+    shutil.copy(report_page, moved)
+    (title, charts), found = open_in_chromium(chromium_binary, moved, tmp_path / "profile")
+    assert title == "sweep s"
+    assert len(charts) == 6 and all(width > 100 and height > 50 for width, height, _ in charts), charts
+    assert [c for _, _, c in charts] == [48, 48, 12, 12, 12, 12]
+    assert found == []
 
 
 @pytest.mark.slow

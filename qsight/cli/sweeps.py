@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from qsight.config.sweep import Sweep
 
 SWEEP_HELP = """Run a sweep: `qsight sweep SWEEP.toml [--workers N] [--storage URL]`; show it:
-`qsight sweep status SWEEP.toml|NAME`.
+`qsight sweep status SWEEP.toml|NAME`; write its HTML page: `qsight sweep report SWEEP.toml|NAME [--out FILE]`.
 
 Each trial is an ordinary run. The same command on other machines with the same --storage
 (e.g. postgresql://user@host/db) joins the study; run it again after a kill to resume: finished
@@ -26,8 +26,10 @@ trials are kept, trials that were running are run again.
 
 
 def sweep(
-    target: Annotated[str, typer.Argument(help="A sweep TOML file, or 'status'.", metavar="SWEEP.toml|status")],
-    ref: Annotated[str | None, typer.Argument(help="With 'status': the sweep file or name.")] = None,
+    target: Annotated[
+        str, typer.Argument(help="A sweep TOML file, or 'status' / 'report'.", metavar="SWEEP.toml|status|report")
+    ],
+    ref: Annotated[str | None, typer.Argument(help="With 'status' or 'report': the sweep file or name.")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=256, help="Worker processes here.")] = 1,
     storage: Annotated[
         str | None, typer.Option("--storage", help="Optuna storage URL (default: the sweep's, else a journal file).")
@@ -37,19 +39,25 @@ def sweep(
         typer.Option("--set", metavar="KEY.PATH=VALUE", help="Override the base spec for every trial."),
     ] = None,
     root: Annotated[Path, typer.Option("--root", help="Reports root, to find a sweep by name.")] = Path("reports"),
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="With 'report': the page's path (default: the sweep's folder).")
+    ] = None,
 ) -> None:
     with exit_codes():
-        if target == "status":
-            if ref is None:
-                from qsight.errors import BadInputError
+        from qsight.errors import BadInputError
 
-                raise BadInputError("sweep status: give the sweep file or the sweep's name")
-            _status(ref, storage, set_ or [], root)
+        if target in ("status", "report"):
+            if ref is None:
+                raise BadInputError(f"sweep {target}: give the sweep file or the sweep's name")
+            if target == "status":
+                _status(ref, storage, set_ or [], root)
+            else:
+                _report(ref, storage, set_ or [], root, out_file)
             return
         if ref is not None:
-            from qsight.errors import BadInputError
-
             raise BadInputError(f"unexpected argument {ref!r} after the sweep file")
+        if out_file is not None:
+            raise BadInputError("--out goes with 'qsight sweep report'")
         failed = _run(Path(target), storage, set_ or [], workers)
     if failed:
         raise typer.Exit(1)
@@ -72,23 +80,27 @@ def _run(path: Path, storage: str | None, overrides: list[str], workers: int) ->
     monitor = threading.Thread(target=_display, args=(sweep, url, stop), daemon=True)
     monitor.start()
     try:
-        run_workers(sweep, url, workers, study)
+        codes = run_workers(sweep, url, workers, study)
     finally:
         stop.set()
         monitor.join(timeout=10)
+    broken = [code for code in codes if code]
+    if broken:
+        err.print(f"sweep {sweep.name}: {len(broken)} of {workers} worker processes failed "
+                  f"(exit codes {broken}); see the messages above", highlight=False)
     summary = build_summary(sweep, study, url)
     written = write_summary(sweep, summary)
     if summary["counts"]["running"] == 0 and summary["counts"]["waiting"] == 0:
         finish_parents(sweep, study, summary)
     _print_summary(summary)
     out.print(f"sweep summary: {written}", highlight=False)
-    return int(summary["counts"]["failed"])
+    return int(summary["counts"]["failed"]) + len(broken)
 
 
 def _remember(sweep: Sweep, url: str) -> None:
     """``sweep.json`` in the sweep's folder: how `status NAME` finds the file and storage."""
     sweep.folder.mkdir(parents=True, exist_ok=True)
-    data = {"sweep_file": str(sweep.path.resolve()), "storage": url, "set": list(sweep.overrides)}
+    data = {"sweep_file": str(sweep.path.resolve()), "storage": url, "set": list(sweep.given)}
     (sweep.folder / "sweep.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
@@ -128,6 +140,23 @@ def _progress_line(sweep: Sweep, study: Any) -> str:
 
 
 def _status(ref: str, storage: str | None, overrides: list[str], root: Path) -> None:
+    sweep, study, summary, written = _refresh(ref, storage, overrides, root)
+    out.print(_progress_line(sweep, study), highlight=False)
+    _print_summary(summary)
+    out.print(f"sweep summary: {written}", highlight=False)
+
+
+def _report(ref: str, storage: str | None, overrides: list[str], root: Path, target: Path | None) -> None:
+    from qsight.sweeps.report import write_report
+
+    sweep, _, summary, _ = _refresh(ref, storage, overrides, root)
+    page = write_report(summary, target or sweep.folder / "report.html")
+    out.print(f"sweep report: {page}", highlight=False)
+
+
+def _refresh(ref: str, storage: str | None, overrides: list[str],
+             root: Path) -> tuple[Sweep, Any, dict[str, Any], Path]:
+    """The sweep (by file or name), its study and a fresh summary, written to summary.json."""
     from qsight.config.sweep import load_sweep
     from qsight.errors import BadInputError
     from qsight.sweeps import build_summary, open_storage, storage_url, write_summary
@@ -148,10 +177,7 @@ def _status(ref: str, storage: str | None, overrides: list[str], root: Path) -> 
     except KeyError:
         raise BadInputError(f"sweep {sweep.name!r}: not started in {url}") from None
     summary = build_summary(sweep, study, url)
-    written = write_summary(sweep, summary)
-    out.print(_progress_line(sweep, study), highlight=False)
-    _print_summary(summary)
-    out.print(f"sweep summary: {written}", highlight=False)
+    return sweep, study, summary, write_summary(sweep, summary)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

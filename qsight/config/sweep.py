@@ -96,7 +96,8 @@ class Sweep:
     base_path: Path
     base_raw: dict[str, Any]
     base: ExperimentSpec
-    overrides: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()  # the file's ``set``, then the command line's
+    given: tuple[str, ...] = ()  # the command line's alone: what a worker process is started with
 
     @property
     def name(self) -> str:
@@ -166,10 +167,11 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), *, check: bool =
     base_path = (path.parent / spec.base).resolve() if not Path(spec.base).is_absolute() else Path(spec.base)
     if not base_path.is_file():
         raise SpecError(str(path), [("base", f"{base_path}: spec file not found")])
-    overrides = [*spec.set_, *overrides]
+    given = tuple(overrides)
+    overrides = [*spec.set_, *given]
     base_raw = apply_overrides(read_toml(base_path), overrides)
     base = validate_spec(base_raw, source=str(base_path))
-    sweep = Sweep(spec, path, base_path, base_raw, base, tuple(overrides))
+    sweep = Sweep(spec, path, base_path, base_raw, base, tuple(overrides), given)
     if check:
         check_trials(sweep)
     return sweep

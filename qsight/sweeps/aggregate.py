@@ -68,7 +68,7 @@ def counts(trials: Sequence[FrozenTrial], total: int) -> dict[str, int]:
 
 
 def groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Completed runs of one configuration together: every final val/ and test/ metric aggregated."""
+    """Completed runs of one configuration together: every final val/ and test/ metric aggregated (and per seed)."""
     by_params: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["state"] != "COMPLETE":
@@ -80,12 +80,17 @@ def groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             final = RunFolder(Path(run["run_dir"])).final
             for key, value in final.items():
                 if key.startswith(PREFIXES):
-                    group["values"].setdefault(key, []).append(float(value))
+                    group["values"].setdefault(key, []).append({"seed": run["seed"], "value": float(value)})
     return [
         {"params": g["params"], "n": len(g["seeds"]), "seeds": g["seeds"],
-         "metrics": {k: interval(v) for k, v in sorted(g["values"].items())}}
+         "metrics": {k: _stat(v) for k, v in sorted(g["values"].items())}}
         for g in by_params.values()
     ]
+
+
+def _stat(values: list[dict[str, Any]]) -> dict[str, Any]:
+    """The interval of a metric over a group's runs, with each run's value and seed."""
+    return {**interval([v["value"] for v in values]), "values": values}
 
 
 def importances(study: optuna.Study, sweep: Sweep) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qsight.config.sweep import Sweep, load_sweep
+from qsight.errors import BadInputError
 from qsight.sweeps.study import claim_waiting, effective_count, open_storage, open_study, revive_stale
 from qsight.sweeps.tracking import parents
 
@@ -82,9 +84,12 @@ def worker_main(sweep_path: str, overrides: Sequence[str], url: str, threads: in
     from qsight.logs import NORMAL, configure
 
     configure(NORMAL)
-    sweep = load_sweep(sweep_path, overrides, check=False)
-    study = open_study(sweep, open_storage(url))
-    work(sweep, study)
+    try:
+        sweep = load_sweep(sweep_path, overrides, check=False)
+        work(sweep, open_study(sweep, open_storage(url)))
+    except BadInputError as exc:  # told to the parent by the exit code; no traceback
+        log.error("sweep worker %d: %s", os.getpid(), exc)
+        sys.exit(2)
 
 
 def run_workers(sweep: Sweep, url: str, workers: int, study: optuna.Study,
@@ -99,7 +104,7 @@ def run_workers(sweep: Sweep, url: str, workers: int, study: optuna.Study,
     threads = threads_per_worker(workers)
     procs = [
         ctx.Process(target=worker_main, name=f"qsight-sweep-{i}",
-                    args=(str(Path(sweep.path).resolve()), list(sweep.overrides), url, threads, os.getpid()))
+                    args=(str(Path(sweep.path).resolve()), list(sweep.given), url, threads, os.getpid()))
         for i in range(workers)
     ]
     for p in procs:
