@@ -72,12 +72,12 @@ def hooked(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
 
 
-BACKBONES = [
-    ("resnet18", {}, "backbone.net.layer4"),
-    ("efficientnet_b0", {}, "backbone.net.blocks.6"),
-    ("convnext_atto", {}, "backbone.net.stages.3"),
+BACKBONES = [  # at 64 px the deepest stage whose map is at least 7x7 (here 8x8, stride 8)
+    ("resnet18", {}, "backbone.net.layer2"),
+    ("efficientnet_b0", {}, "backbone.net.blocks.2"),
+    ("convnext_atto", {}, "backbone.net.stages.1"),
     ("vit_tiny_patch16_224", {"img_size": SIZE}, "backbone.net.blocks.11.norm1"),
-    ("swin_tiny_patch4_window7_224", {"img_size": SIZE, "window_size": 2}, "backbone.net.layers.3"),
+    ("swin_tiny_patch4_window7_224", {"img_size": SIZE, "window_size": 2}, "backbone.net.layers.1"),
 ]
 
 

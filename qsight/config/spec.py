@@ -116,12 +116,26 @@ class TrainSpec(_Strict):
 
 
 class ExplainSpec(_Strict):
-    """Grad-CAM on class-diverse validation samples each validation epoch."""
+    """Grad-CAM on class-diverse validation samples, scored by the pointing game on lesion masks."""
 
     enabled: bool = True
-    samples: int = Field(10, ge=1, le=256, description="validation samples (each class before repeats)")
-    target_layer: str | None = Field(None, description="module path in the backbone; automatic when unset")
+    samples: int = Field(
+        10, ge=1, le=256, description="validation samples drawn in the collage (each class before repeats)"
+    )
+    target_layer: str | None = Field(
+        None, description="module path in the backbone; automatic when unset (see min_map_size)"
+    )
     every: int = Field(1, ge=1, description="explain every N epochs (the last epoch of a stage always)")
+    method: Literal["gradcam", "layercam", "hirescam"] = Field(
+        "layercam", description="map: gradcam (channel-averaged gradients), layercam or hirescam (per position)"
+    )
+    min_map_size: int = Field(
+        7, ge=1, le=64, description="automatic target layer: the deepest whose map is at least this many cells a side"
+    )
+    pointing_samples: int = Field(
+        40, ge=0, le=4096,
+        description="lesion-bearing validation samples scored by the pointing game when explaining (0: none)",
+    )
 
 
 class OutputSpec(_Strict):

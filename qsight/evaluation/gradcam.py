@@ -1,32 +1,38 @@
-"""Grad-CAM explanations (pytorch-grad-cam) for the ensemble and each active head.
+"""Grad-CAM explanations for the ensemble and each active head.
 
-:func:`explain` computes one CAM per sample and target (``"ensemble"`` or a head
+:func:`explain` computes one map per sample and target (``"ensemble"`` or a head
 name), writes ``<sample>_original.png``, ``<sample>_overlay_<target>.png`` and
-``collage.png``, and scores each target with the pointing game when lesion masks
-are given. The model's training flags, ``requires_grad`` flags and ``.grad``
-tensors are restored afterwards and every hook is released, also on errors.
-Gradients flow from the input (parameters are temporarily frozen), so a frozen
-backbone explains as well as a trainable one, and no parameter gradient is touched.
+``collage.png``, and scores each target with the pointing game when lesion masks are
+given. :func:`score_explanations` scores a larger set in batches and writes nothing.
+The model's training flags, ``requires_grad`` flags and ``.grad`` tensors are restored
+afterwards and every hook is released, also on errors. Gradients flow from the input
+(parameters are temporarily frozen), so a frozen backbone explains as well as a
+trainable one, and no parameter gradient is touched. Targets without a gradient (a head
+run without one, or an ensemble of such heads only) are skipped and logged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from qsight.evaluation.artifact import Artifact, safe_name
-from qsight.evaluation.layers import TargetLayer, resolve_target_layer, unwrap
+from qsight.evaluation.cams import CamBatch, CamMethod, cam_batch, cam_mode, select_output
+from qsight.evaluation.layers import MIN_MAP_SIZE, TargetLayer, resolve_target_layer, unwrap
+from qsight.evaluation.pointing import EMPTY, PointingScore, cam_peak, has_lesion, score_pointing
 from qsight.evaluation.render import Panel, as_rgb_uint8, fit_map, overlay, save_collage, save_png
-from qsight.metric_names import ENSEMBLE
+
+log = logging.getLogger("qsight.evaluation")
+
+__all__ = ["GradCamResult", "cam_mode", "compute_cams", "explain", "pointing_game", "score_explanations",
+           "select_output"]
 
 ClassSource = Literal["label", "predicted"]
 
@@ -41,11 +47,13 @@ class GradCamResult:
     originals: list[Path]
     overlays: dict[str, list[Path]]  # target -> one path per sample
     collage: Path
-    pointing_game: dict[str, float | None]  # None without lesion masks
+    pointing_game: dict[str, float | None]  # None without lesion masks (or no map to score)
     skipped: dict[str, str] = field(default_factory=dict)  # target -> why it was not explained
+    blank: dict[str, np.ndarray] = field(default_factory=dict)  # target -> (B,) bool: map points nowhere
+    scores: dict[str, PointingScore] = field(default_factory=dict)  # with lesion masks
 
     def metrics(self) -> dict[str, float]:
-        """``<target>/pointing_game`` for every target that could be scored."""
+        """``<target>/pointing_game`` for every target that could be scored (on these few samples)."""
         return {f"{t}/pointing_game": v for t, v in self.pointing_game.items() if v is not None}
 
     def artifacts(self, per_sample: bool = False) -> list[Artifact]:
@@ -57,71 +65,22 @@ class GradCamResult:
         return found
 
 
-class _OutputView(nn.Module):
-    """``model`` seen as image -> logits of one target, as pytorch-grad-cam needs."""
+@dataclass
+class PointingReport:
+    """What :func:`score_explanations` measured: one score per explained target."""
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.target = ENSEMBLE
+    layer: str
+    scores: dict[str, PointingScore]
+    skipped: dict[str, str] = field(default_factory=dict)
 
-    def forward(self, images: Tensor) -> Tensor:
-        return select_output(self.model(images), self.target)
-
-
-def select_output(output: object, target: str) -> Tensor:
-    """The logits of ``target`` in a ModelOutput (or a plain logits tensor, as ``ensemble``)."""
-    if isinstance(output, Tensor):
-        found = output if target == ENSEMBLE else None
-    elif target == ENSEMBLE:
-        found = getattr(output, "ensemble", None)  # ModelOutput.ensemble
-    else:
-        heads = getattr(output, "heads", None)
-        found = heads.get(target) if isinstance(heads, Mapping) else None
-    if not isinstance(found, Tensor):
-        raise KeyError(target)
-    return found
-
-
-@contextmanager
-def cam_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode, frozen parameters and grad enabled; everything restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [p.grad for p in params]
-    try:
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            yield
-    finally:
-        for module, training in modes:
-            module.training = training
-        for p, flag, grad in zip(params, flags, grads, strict=True):
-            p.requires_grad_(flag)
-            p.grad = grad
+    def metrics(self) -> dict[str, float]:
+        """``<target>/<metric>`` for the four pointing-game metrics of every target."""
+        return {f"{t}/{k}": v for t, score in self.scores.items() for k, v in score.metrics().items()}
 
 
 def pointing_game(cams: np.ndarray, masks: Sequence[np.ndarray | None]) -> float | None:
-    """Share of samples whose CAM peak lies on their lesion mask; samples without lesions are skipped."""
-    hits = [_hit(cam, np.asarray(m, dtype=bool)) for cam, m in zip(cams, masks, strict=True) if _has(m)]
-    return float(np.mean(hits)) if hits else None
-
-
-def cam_peak(cam: np.ndarray) -> tuple[int, int]:
-    """(row, col) of the CAM's maximum (the first, on ties)."""
-    row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return int(row), int(col)
-
-
-def _has(mask: np.ndarray | None) -> bool:
-    return mask is not None and bool(np.asarray(mask).any())
-
-
-def _hit(cam: np.ndarray, mask: np.ndarray) -> bool:
-    return bool(mask[cam_peak(fit_map(cam, mask.shape[0], mask.shape[1]))])
+    """Share of samples whose map peak lies on their lesion mask; samples without lesions are skipped."""
+    return score_pointing(cams, masks).value
 
 
 def compute_cams(
@@ -129,23 +88,16 @@ def compute_cams(
     images: Tensor,
     classes: Mapping[str, Sequence[int]],
     layer: TargetLayer,
+    method: CamMethod = "gradcam",
 ) -> dict[str, np.ndarray]:
-    """Grad-CAM maps (B, H, W) per target for the given class of each sample.
+    """Maps (B, H, W) per target for the given class of each sample. Call inside :func:`cam_mode`."""
+    return cam_batch(model, images, layer, list(classes), classes, method).maps
 
-    Call inside :func:`cam_mode`. The hooks are removed before returning, also on errors.
-    """
-    view = _OutputView(model)
-    inputs = images.detach().requires_grad_(True)  # gradients flow from the input, not the weights
-    cam = GradCAM(model=view, target_layers=[layer.module], reshape_transform=layer.reshape)
-    try:
-        maps: dict[str, np.ndarray] = {}
-        for target, chosen in classes.items():
-            view.target = target
-            wanted = [ClassifierOutputTarget(int(c)) for c in chosen]
-            maps[target] = np.asarray(cam(input_tensor=inputs, targets=wanted), dtype=np.float32)
-        return maps
-    finally:
-        cam.activations_and_grads.release()
+
+def choose_layer(model: nn.Module, images: Tensor, target_layer: str | None, min_map_size: int) -> TargetLayer:
+    """The named layer, or the one chosen for these images' size."""
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    return resolve_target_layer(model, target_layer, input_size=size, min_size=min_map_size)
 
 
 def explain(
@@ -161,6 +113,8 @@ def explain(
     names: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     class_source: ClassSource = "label",
+    method: CamMethod = "gradcam",
+    min_map_size: int = MIN_MAP_SIZE,
 ) -> GradCamResult:
     """Explain ``images`` (B, 3, H, W, model-ready) for each of ``targets``.
 
@@ -168,29 +122,77 @@ def explain(
     classes, ``names`` their file-name stems (default ``sample00``...). Each sample is
     explained for its true class (``class_source="label"``) or for the class the
     target predicts. Targets the model does not output, or that carry no gradient back to
-    the input (a head run without gradients), are skipped, with the reason, in ``skipped``.
+    the target layer (a head run without gradients), are skipped, with the reason, in ``skipped``.
     """
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError("Grad-CAM needs gradients: call explain outside torch.inference_mode()")
+    _check_grad_mode()
     model = unwrap(model)
-    layer = resolve_target_layer(model, target_layer)
     names = [safe_name(n) for n in names] if names is not None else [f"sample{i:02d}" for i in range(len(images))]
     _check_batch(len(images), display_images, labels, names, lesion_masks)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = next(model.parameters()).device
+    batch = images.detach().to(_device(model))
+    layer = choose_layer(model, batch, target_layer, min_map_size)
+    classes = {t: list(labels) for t in targets} if class_source == "label" else None
     with cam_mode(model):
-        batch = images.detach().to(device)
-        predicted, skipped = _predict(model, batch, targets)
-        classes = {t: list(labels) if class_source == "label" else predicted[t] for t in predicted}
-        cams = compute_cams(model, batch, classes, layer)
+        cams = cam_batch(model, batch, layer, targets, classes, method)
+    _log_skipped(cams.skipped)
     masks = list(lesion_masks) if lesion_masks is not None else [None] * len(names)
     files = _write_images(cams, display_images, names, out_dir)
-    panels = _panels(cams, predicted, display_images, labels, masks, names, class_names)
+    panels = _panels(cams, display_images, labels, masks, names, class_names)
     explained = "true" if class_source == "label" else "predicted"
-    title = f"Grad-CAM at {layer.path}, for each sample's {explained} class"
+    title = f"{method} at {layer.path}, for each sample's {explained} class"
     collage = save_collage(panels, out_dir / "collage.png", title=title)
-    scores = {t: (pointing_game(c, masks) if lesion_masks is not None else None) for t, c in cams.items()}
-    return GradCamResult(layer.path, list(cams), cams, files[0], files[1], collage, scores, skipped)
+    scores = {t: score_pointing(c, masks, cams.blank[t]) for t, c in cams.maps.items()} if lesion_masks else {}
+    values = {t: scores[t].value if t in scores else None for t in cams.maps}
+    return GradCamResult(layer.path, list(cams.maps), cams.maps, files[0], files[1], collage, values,
+                         cams.skipped, cams.blank, scores)
+
+
+def score_explanations(
+    model: nn.Module,
+    images: Tensor,
+    labels: Sequence[int],
+    masks: Sequence[np.ndarray | None],
+    targets: Sequence[str],
+    *,
+    target_layer: str | None = None,
+    batch_size: int = 32,
+    class_source: ClassSource = "label",
+    method: CamMethod = "gradcam",
+    min_map_size: int = MIN_MAP_SIZE,
+) -> PointingReport:
+    """The pointing game of each target over ``images`` (B, 3, H, W), in batches; nothing is written."""
+    _check_grad_mode()
+    model = unwrap(model)
+    _check_batch(len(images), labels, masks)
+    device = _device(model)
+    layer = choose_layer(model, images[:1].to(device), target_layer, min_map_size)
+    scores = {t: EMPTY for t in targets}
+    skipped: dict[str, str] = {}
+    with cam_mode(model):
+        for start in range(0, len(images), max(1, batch_size)):
+            part = slice(start, start + max(1, batch_size))
+            chunk = list(labels[part])
+            classes = {t: chunk for t in targets} if class_source == "label" else None
+            cams = cam_batch(model, images[part].detach().to(device), layer, targets, classes, method)
+            skipped.update(cams.skipped)
+            for t, maps in cams.maps.items():
+                scores[t] = scores[t] + score_pointing(maps, list(masks[part]), cams.blank[t])
+    return PointingReport(layer.path, {t: s for t, s in scores.items() if t not in skipped}, skipped)
+
+
+def _check_grad_mode() -> None:
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("Grad-CAM needs gradients: call explain outside torch.inference_mode()")
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _log_skipped(skipped: Mapping[str, str]) -> None:
+    for target, why in skipped.items():
+        log.info("Grad-CAM skips %s: %s", target, why)
 
 
 def _check_batch(count: int, *per_sample: Sequence[object] | None) -> None:
@@ -201,42 +203,25 @@ def _check_batch(count: int, *per_sample: Sequence[object] | None) -> None:
         raise ValueError(f"{count} images but per-sample inputs of lengths {lengths}")
 
 
-def _predict(model: nn.Module, batch: Tensor, targets: Sequence[str]) -> tuple[dict[str, list[int]], dict[str, str]]:
-    """Predicted class per explainable target, and why the others cannot be explained."""
-    probe = batch.clone().requires_grad_(True)
-    output = model(probe)
-    predicted: dict[str, list[int]] = {}
-    skipped: dict[str, str] = {}
-    for target in targets:
-        try:
-            logits = select_output(output, target)
-        except KeyError:
-            skipped[target] = "not in the model output (inactive head)"
-            continue
-        if not logits.requires_grad:
-            skipped[target] = "no gradient from the input (non-differentiable head, or run under no_grad)"
-            continue
-        predicted[target] = [int(c) for c in logits.detach().argmax(dim=1).tolist()]
-    return predicted, skipped
-
-
 def _write_images(
-    cams: dict[str, np.ndarray], display: Sequence[np.ndarray], names: Sequence[str], out_dir: Path
+    cams: CamBatch, display: Sequence[np.ndarray], names: Sequence[str], out_dir: Path
 ) -> tuple[list[Path], dict[str, list[Path]]]:
     originals = [save_png(img, out_dir / f"{n}_original.png") for img, n in zip(display, names, strict=True)]
     overlays = {
         t: [
-            save_png(overlay(img, cam), out_dir / f"{n}_overlay_{safe_name(t)}.png")
-            for img, cam, n in zip(display, maps, names, strict=True)
+            save_png(as_rgb_uint8(img) if blank else overlay(img, cam), out_dir / f"{n}_overlay_{safe_name(t)}.png")
+            for img, cam, blank, n in zip(display, maps, cams.blank[t], names, strict=True)
         ]
-        for t, maps in cams.items()
+        for t, maps in cams.maps.items()
     }
     return originals, overlays
 
 
+BLANK_NOTE = "blank map:\npoints nowhere"
+
+
 def _panels(
-    cams: dict[str, np.ndarray],
-    predicted: dict[str, list[int]],
+    cams: CamBatch,
     display: Sequence[np.ndarray],
     labels: Sequence[int],
     masks: Sequence[np.ndarray | None],
@@ -249,11 +234,14 @@ def _panels(
     rows: list[list[Panel]] = []
     for i, image in enumerate(display):
         rgb = as_rgb_uint8(image)
-        mask = masks[i] if _has(masks[i]) else None
+        mask = masks[i] if has_lesion(masks[i]) else None
         row = [Panel(rgb, f"{names[i]}: true {name(int(labels[i]))}", mask=mask)]
-        for target, maps in cams.items():
+        for target, maps in cams.maps.items():
+            title = f"{target}: predicts {name(cams.predicted[target][i])}"
+            if cams.blank[target][i]:
+                row.append(Panel(rgb, title, mask=mask, note=BLANK_NOTE))
+                continue
             heat = fit_map(maps[i], rgb.shape[0], rgb.shape[1])
-            title = f"{target}: predicts {name(predicted[target][i])}"
             row.append(Panel(overlay(rgb, heat), title, peak=cam_peak(heat), mask=mask))
         rows.append(row)
     return rows

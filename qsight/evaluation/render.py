@@ -19,12 +19,16 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 
 @dataclass(frozen=True)
 class Panel:
-    """One picture of the collage, with its title; ``peak`` (row, col) is marked, ``mask`` outlined."""
+    """One picture of the collage, with its title; ``peak`` (row, col) is marked, ``mask`` outlined.
+
+    ``note`` is written across the picture (e.g. why a map is not drawn).
+    """
 
     image: np.ndarray  # HxWx3 uint8
     title: str
     peak: tuple[int, int] | None = None
     mask: np.ndarray | None = None
+    note: str | None = None
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -85,4 +89,10 @@ def _draw(ax: object, panel: Panel) -> None:
         ax.contour(panel.mask.astype(np.float32), levels=[0.5], colors="lime", linewidths=0.8)  # type: ignore[attr-defined]
     if panel.peak is not None:
         ax.plot(panel.peak[1], panel.peak[0], marker="+", color="white", markersize=9, mew=2)  # type: ignore[attr-defined]
+    if panel.note:
+        height, width = panel.image.shape[:2]
+        ax.text(  # type: ignore[attr-defined]
+            width / 2, height / 2, panel.note, ha="center", va="center", fontsize=7, color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"},
+        )
     ax.set_title(panel.title, fontsize=7)  # type: ignore[attr-defined]

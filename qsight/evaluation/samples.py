@@ -24,3 +24,11 @@ def choose_samples(labels: Sequence[int] | np.ndarray, n: int, seed: int = 0) ->
         chosen += [int(q[depth]) for q in queues if depth < len(q)][: n - len(chosen)]
         depth += 1
     return chosen
+
+
+def lesion_samples(labels: Sequence[int] | np.ndarray, lesion: Sequence[bool] | np.ndarray, n: int,
+                   seed: int = 0) -> list[int]:
+    """Indices of ``n`` samples with a lesion (fewer if there are fewer), class-diverse as in `choose_samples`."""
+    bearing = np.flatnonzero(np.asarray(lesion, dtype=bool))
+    picked = choose_samples(np.asarray(labels, dtype=np.int64)[bearing], n, seed=seed)
+    return sorted(int(bearing[i]) for i in picked)

@@ -13,7 +13,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from qsight.config.spec import ExperimentSpec, StageConfig
 from qsight.data.base import DataBundle
-from qsight.evaluation import GradCamResult, choose_samples, evaluate, explain, write_report
+from qsight.evaluation import (
+    GradCamResult,
+    PointingReport,
+    choose_samples,
+    evaluate,
+    explain,
+    lesion_samples,
+    score_explanations,
+    write_report,
+)
 from qsight.metric_names import ENSEMBLE, loss_head, metric_key, prefixed
 from qsight.runs.layout import RunLayout
 from qsight.sinks.fanout import SinkSet
@@ -39,6 +48,7 @@ class EpochReporter:
         self.spec, self.data, self.model, self.sinks = spec, data, model, sinks
         self.run_dir, self.device, self.dry_run = run_dir, device, dry_run
         self.samples = choose_samples(list(data.val_labels), spec.explain.samples, seed=spec.seed)
+        self._pointing: list[int] | None = None
 
     def start_stage(self, stage: StageConfig, notes: dict[str, Any]) -> None:
         log.info("stage %s starts: heads %s, train %s, %s", stage.name, stage.heads, stage.train, notes)
@@ -67,9 +77,10 @@ class EpochReporter:
         folder = RunLayout(self.run_dir).epoch_dir(stage.name, epoch + 1)
         artifacts = list(write_report(report, folder))
         if self._explain_due(stage, epoch):
-            cams = self._explain(stage, folder / "gradcam")
-            artifacts += cams.artifacts()
-            metrics.update(prefixed("val", cams.metrics()))
+            artifacts += self._explain(stage, folder / "gradcam").artifacts()
+            scored = self._score(stage)
+            if scored is not None:
+                metrics.update(prefixed("val", scored.metrics()))
         context = {"stage": stage.name, "epoch": epoch + 1}
         self.sinks.log_metrics(metrics, step, context)
         for art in artifacts:
@@ -92,9 +103,45 @@ class EpochReporter:
         masks: list[np.ndarray | None] | None = None
         if self.data.lesion_mask is not None:
             masks = [self.data.lesion_mask(i) for i in idx]
-        targets = [*stage.heads, ENSEMBLE]
+        cfg = self.spec.explain
         return explain(
-            self.model, images.to(self.device), display, labels, targets, out_dir,
-            target_layer=self.spec.explain.target_layer, lesion_masks=masks,
+            self.model, images.to(self.device), display, labels, [*stage.heads, ENSEMBLE], out_dir,
+            target_layer=cfg.target_layer, lesion_masks=masks,
             names=[self.data.sample_name(i) for i in idx], class_names=self.data.class_names,
+            method=cfg.method, min_map_size=cfg.min_map_size,
         )
+
+    def pointing_indices(self) -> list[int]:
+        """The lesion-bearing validation samples the pointing game is scored on (none without masks)."""
+        if self._pointing is None:
+            found = self.data.lesion_mask
+            count = self.spec.explain.pointing_samples
+            if found is None or count == 0:
+                self._pointing = []
+            else:
+                bearing = [bool(found(i).any()) for i in range(len(self.data.val_labels))]
+                self._pointing = lesion_samples(self.data.val_labels, bearing, count, seed=self.spec.seed)
+        return self._pointing[:4] if self.dry_run else self._pointing
+
+    def _score(self, stage: StageConfig) -> PointingReport | None:
+        """The pointing game of every target on the lesion-bearing samples, or None without any."""
+        idx = self.pointing_indices()
+        if not idx or self.data.lesion_mask is None:
+            return None
+        cfg = self.spec.explain
+        images = torch.stack([self.data.val[i][0] for i in idx])
+        masks: list[np.ndarray | None] = [self.data.lesion_mask(i) for i in idx]
+        labels = [int(self.data.val_labels[i]) for i in idx]
+        report = score_explanations(
+            self.model, images, labels, masks, [*stage.heads, ENSEMBLE], target_layer=cfg.target_layer,
+            batch_size=self.spec.train.eval_batch_size or self.spec.train.batch_size, method=cfg.method,
+            min_map_size=cfg.min_map_size,
+        )
+        for target, score in report.scores.items():
+            log.info("Grad-CAM %s at %s: pointing game %s on %d samples (chance %s, %d blank)", target,
+                     report.layer, _fmt(score.value), score.scored, _fmt(score.chance), score.blank)
+        return report
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,94 @@
+"""The pointing game: does a map's peak fall on the lesion? And where would a random peak land?
+
+For each sample with a lesion, the peak of its map (upsampled to the mask's size; the
+first maximum on ties) hits when the mask is set there. Blank maps (no spread: they
+point nowhere) are counted apart and left out, as are samples without a lesion. The
+chance level is the mean lesion-area fraction of the scored samples: the expected hit
+rate of a peak put at a uniformly random pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qsight.evaluation.render import fit_map
+
+
+@dataclass(frozen=True)
+class PointingScore:
+    """One target's pointing game over a set of lesion-bearing samples."""
+
+    hits: int
+    scored: int  # lesion-bearing samples with a non-blank map
+    blank: int  # lesion-bearing samples whose map is blank
+    chance: float | None  # mean lesion-area fraction of the scored samples
+
+    @property
+    def value(self) -> float | None:
+        """Share of scored samples hit; None when none could be scored."""
+        return self.hits / self.scored if self.scored else None
+
+    @property
+    def blank_fraction(self) -> float | None:
+        """Share of lesion-bearing samples whose map is blank."""
+        total = self.scored + self.blank
+        return self.blank / total if total else None
+
+    def metrics(self) -> dict[str, float]:
+        """``pointing_game``, ``pointing_game_chance``, ``pointing_game_n`` and ``gradcam_blank``, where defined."""
+        found = {
+            "pointing_game": self.value,
+            "pointing_game_chance": self.chance,
+            "pointing_game_n": float(self.scored),
+            "gradcam_blank": self.blank_fraction,
+        }
+        if self.scored + self.blank == 0:
+            return {}
+        return {k: float(v) for k, v in found.items() if v is not None}
+
+    def __add__(self, other: PointingScore) -> PointingScore:
+        """Scores of two disjoint sample sets, pooled."""
+        total = self.scored + other.scored
+        chance = None
+        if total:
+            chance = ((self.chance or 0.0) * self.scored + (other.chance or 0.0) * other.scored) / total
+        return PointingScore(self.hits + other.hits, total, self.blank + other.blank, chance)
+
+
+EMPTY = PointingScore(0, 0, 0, None)
+
+
+def cam_peak(cam: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the map's maximum (the first, on ties)."""
+    row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return int(row), int(col)
+
+
+def has_lesion(mask: np.ndarray | None) -> bool:
+    """Whether a mask is given and marks at least one pixel."""
+    return mask is not None and bool(np.asarray(mask).any())
+
+
+def score_pointing(
+    cams: np.ndarray, masks: Sequence[np.ndarray | None], blank: Sequence[bool] | np.ndarray | None = None
+) -> PointingScore:
+    """The pointing game of (B, H, W) ``cams`` against per-sample ``masks`` (None or empty: no lesion)."""
+    flags = np.zeros(len(cams), dtype=bool) if blank is None else np.asarray(blank, dtype=bool)
+    if not (len(cams) == len(masks) == len(flags)):
+        raise ValueError(f"{len(cams)} maps, {len(masks)} masks and {len(flags)} blank flags")
+    hits = scored = blanks = 0
+    area = 0.0
+    for cam, mask, is_blank in zip(cams, masks, flags, strict=True):
+        if mask is None or not has_lesion(mask):
+            continue
+        lesion = np.asarray(mask, dtype=bool)
+        if is_blank:
+            blanks += 1
+            continue
+        scored += 1
+        area += float(lesion.mean())
+        hits += bool(lesion[cam_peak(fit_map(cam, lesion.shape[0], lesion.shape[1]))])
+    return PointingScore(hits, scored, blanks, area / scored if scored else None)
