@@ -11,7 +11,7 @@ from qsight.data.base import DataBundle
 from qsight.data.datasets import FileDataset
 from qsight.data.images import Sample, image_problem, load_rgb
 from qsight.data.params import FileDatasetParams
-from qsight.data.splits import stratified_split
+from qsight.data.splits import holdout_split
 from qsight.data.transforms import display_transform, eval_transform, train_transform
 from qsight.errors import DataError
 
@@ -59,12 +59,26 @@ def require_all_classes(samples: Sequence[Sample], class_names: Sequence[str], w
         raise DataError(f"{where}: class(es) {', '.join(map(repr, empty))} have no usable images")
 
 
-def split_samples(samples: Sequence[Sample], params: FileDatasetParams, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Stratified, seeded train/validation split by ``params.val_fraction``."""
-    tr, va = stratified_split([s.label for s in samples], params.val_fraction, seed + params.split_seed)
-    if not va:
+def split_samples(
+    samples: Sequence[Sample],
+    params: FileDatasetParams,
+    seed: int,
+    *,
+    val: bool = True,
+    test: bool = True,
+    groups: Sequence[str] | None = None,
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Seeded ``(train, val, test)`` split by ``params.val_fraction``/``test_fraction``, stratified by class
+    and, with ``groups``, whole groups at a time; ``val``/``test`` false: that split comes from elsewhere."""
+    val_fraction = params.val_fraction if val else 0.0
+    test_fraction = params.test_fraction if test else 0.0
+    labels = [s.label for s in samples]
+    tr, va, te = holdout_split(labels, val_fraction, test_fraction, seed + params.split_seed, groups)
+    if val_fraction and not va:
         raise DataError(f"too few images ({len(samples)}) to hold out a validation set")
-    return [samples[i] for i in tr], [samples[i] for i in va]
+    if test_fraction and not te:
+        raise DataError(f"too few images ({len(samples)}) to hold out a test set")
+    return [samples[i] for i in tr], [samples[i] for i in va], [samples[i] for i in te]
 
 
 def file_bundle(
@@ -73,8 +87,9 @@ def file_bundle(
     class_names: Sequence[str],
     params: FileDatasetParams,
     skipped: list[str],
+    test: Sequence[Sample] = (),
 ) -> DataBundle:
-    """A ``DataBundle`` over checked image files."""
+    """A ``DataBundle`` over checked image files (no test split when ``test`` is empty)."""
     size = params.image_size
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     train_tf = train_transform(params.augment, size, mean, std, params.resize)
@@ -101,4 +116,7 @@ def file_bundle(
         std=std,
         weighted_sampler=params.weighted_sampler,
         skipped=skipped,
+        test=FileDataset(test, eval_tf, size) if test else None,
+        test_labels=[s.label for s in test],
+        test_ids=[str(s.path) for s in test],
     )

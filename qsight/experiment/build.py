@@ -19,6 +19,7 @@ from qsight.config.toml_io import spec_data
 from qsight.data.base import DataBundle, DataContext
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
+from qsight.models.capacity import head_parameters
 from qsight.models.hybrid import HybridModel, build_model
 from qsight.runs.layout import RunLayout, write_atomic
 from qsight.sinks import RunInfo, SinkSet, build_sinks
@@ -28,6 +29,7 @@ from qsight.training.progress import make_progress
 from qsight.training.reporting import EpochReporter
 from qsight.training.seeding import seed_everything, set_deterministic
 from qsight.training.state import RunState
+from qsight.training.testing import run_test_split
 from qsight.training.trainer import Trainer
 from registry import component_type
 
@@ -118,8 +120,10 @@ class Experiment:
         status, message = "failed", ""
         started = time.time()
         pending: BaseException | None = None
+        extra: dict[str, Any] = {}
         try:
             self.trainer.run()
+            extra = self._test()
             status = "completed"
         except KeyboardInterrupt as exc:
             status, message, pending = "interrupted", "interrupted by the user", exc
@@ -132,7 +136,7 @@ class Experiment:
             self._write_error(traceback.format_exc())
         finally:
             self.trainer.progress.close()
-        summary = self._summary(status, message, started)
+        summary = self._summary(status, message, started) | extra
         if self.sinks is not None:
             if status == "completed" and self.checkpoints.best.is_file():
                 self.sinks.log_artifact(self.checkpoints.best, "checkpoints")
@@ -155,7 +159,16 @@ class Experiment:
             "global_step": state.global_step,
             "skipped_images": list(self.data.skipped),
             "class_names": list(self.data.class_names),
+            "parameters": head_parameters(dict(self.model.heads.items())),
         }
+
+    def _test(self) -> dict[str, Any]:
+        """The test split, once, on the model the run ends with: summary.json's test entries (or none)."""
+        train = self.spec.train
+        return run_test_split(self.model, self.data, self.sinks, self.run_dir, self.trainer.device,
+                              ensemble_heads=self.spec.stages[-1].heads, seed=self.spec.seed,
+                              batch_size=train.eval_batch_size or train.batch_size, num_workers=train.num_workers,
+                              step=self.trainer.state.global_step, limit=1 if self.trainer.dry_run else None)
 
     def _write_error(self, text: str) -> None:
         if self.dist.is_main:
@@ -184,4 +197,5 @@ def _environment_extra(spec: ExperimentSpec, model: HybridModel, device: torch.d
         "num_classes": data.num_classes,
         "train_size": len(data.train_labels),
         "val_size": len(data.val_labels),
+        "test_size": len(data.test_labels),
     }

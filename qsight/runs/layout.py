@@ -30,6 +30,9 @@ ERROR_LOG = "error.log"
 RUN_LOG = "run.log"
 CHECKPOINTS = "checkpoints"
 VISUALIZATIONS = "visualizations"
+TEST = "test"  # visualizations/test: the end-of-run test split (so no stage may be named "test")
+INTERVALS = "intervals.csv"
+PAIRED = "paired.csv"
 
 #: What a run folder's status can be: ``running`` while a live process holds the lock.
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -109,6 +112,11 @@ class RunLayout:
     @property
     def visualizations(self) -> Path:
         return self.root / VISUALIZATIONS
+
+    @property
+    def test_dir(self) -> Path:
+        """``visualizations/test``: the test split's confusion matrices, confidence table and intervals."""
+        return self.visualizations / TEST
 
     def stage_dir(self, stage: str) -> Path:
         """``visualizations/<stage>``."""
