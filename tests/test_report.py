@@ -108,7 +108,8 @@ def test_header_best_epochs_spec_and_environment(run_dir: Path, page: str) -> No
 
 def test_images_are_embedded_valid_pngs(page: str) -> None:
     images = pngs(page)
-    assert len(images) == 1 + len(ALL_HEADS) + 1  # learning curves, a confusion matrix per head, the Grad-CAM collage
+    # learning curves, a confusion matrix per head, the Grad-CAM collage, a test confusion matrix per head
+    assert len(images) == 1 + len(ALL_HEADS) + 1 + len(ALL_HEADS)
     for data in images:
         assert len(data) > 5_000
         with Image.open(io.BytesIO(data)) as img:

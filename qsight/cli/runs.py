@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -15,6 +15,9 @@ from rich.table import Table
 from qsight.cli.output import Format, err, exit_codes, out
 from qsight.errors import BadInputError
 from qsight.metric_names import ENSEMBLE
+
+if TYPE_CHECKING:
+    from qsight.runs.catalog import Estimate
 
 runs_app = typer.Typer(
     help="List, compare, prune and archive run folders (under --root, default ./reports).",
@@ -56,6 +59,10 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _estimate(value: Estimate | None) -> str:
+    return "-" if value is None else value.text()
+
+
 @runs_app.command("list")
 def list_runs(
     root: RootOpt = DEFAULT_ROOT,
@@ -81,21 +88,26 @@ def list_runs(
             err.print(f"no runs under {root}", highlight=False)
             return
         heads = list(dict.fromkeys(h for r in rows for h in r.heads))
-        table = Table(title=f"runs under {root} (final validation QWK per head)", title_justify="left",
-                      box=box.SIMPLE_HEAD)
+        tested = list(dict.fromkeys(h for r in rows for h in r.test))
+        title = f"runs under {root} (final validation QWK per head"
+        title += "; test QWK [95 % interval])" if tested else ")"
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
         for col in ("experiment", "run id", "status", "started", "duration"):
             table.add_column(col, no_wrap=True)
         for head in heads:
             table.add_column(head, justify="right")
         table.add_column("ensemble acc", justify="right")
+        for head in tested:
+            table.add_column(f"{head} test", justify="right", no_wrap=True)
         for r in rows:
             style = _STATUS_STYLE.get(r.status, "")
             started = (r.started or "-").replace("T", " ")[:16]  # UTC
             qwks = [_fmt(r.heads.get(h, {}).get("qwk")) for h in heads]
             acc = _fmt(r.heads.get(ENSEMBLE, {}).get("accuracy"))
+            tests = [_estimate(r.test.get(h, {}).get("qwk")) for h in tested]
             status = f"[{style}]{r.status}[/]" + (" [dim](dry run)[/]" if r.dry_run else "")
             table.add_row(r.experiment, r.run_id, status, started, format_seconds(r.seconds),
-                          *qwks, acc)
+                          *qwks, acc, *tests)
         _print_table(table)
 
 
@@ -133,6 +145,7 @@ def _print_comparison(data: dict[str, Any]) -> None:
                      for v in values]
             table.add_row(metric, *cells)
         _print_table(table)
+    _print_test_comparison(names, data["test"])
     diff = data["spec_differences"]
     if not diff:
         out.print("specs: identical")
@@ -144,6 +157,24 @@ def _print_comparison(data: dict[str, Any]) -> None:
     for key, values in diff.items():
         table.add_row(key, *("-" if v is None else json.dumps(v) for v in values))
     _print_table(table)
+
+
+def _print_test_comparison(names: list[str], test: dict[str, dict[str, list[dict[str, Any] | None]]]) -> None:
+    from qsight.runs.catalog import Estimate
+
+    for head, metrics in test.items():
+        table = Table(title=f"{head} (test, 95 % bootstrap interval)", title_justify="left")
+        table.add_column("metric")
+        for name in names:
+            table.add_column(name, justify="right", no_wrap=True)
+        for metric, values in metrics.items():
+            cells = [_estimate(None if v is None else Estimate(v["value"], _interval(v.get("ci")))) for v in values]
+            table.add_row(metric, *cells)
+        _print_table(table)
+
+
+def _interval(ci: Any) -> tuple[float, float] | None:
+    return (float(ci[0]), float(ci[1])) if isinstance(ci, list) and len(ci) == 2 else None
 
 
 @runs_app.command()

@@ -19,6 +19,7 @@ from qsight.metric_names import (
     monitor_head,
 )
 from qsight.models.params import CombinerSpec, NeckSpec
+from qsight.runs.layout import TEST as TEST_FOLDER
 from registry import ComponentRef, Off, OffJsonSchema, Params, unknown_message
 
 _NAME = NAME_PATTERN
@@ -55,6 +56,11 @@ class StageConfig(_Strict):
     grad_accumulation: int = Field(1, ge=1, le=1024)
     grad_clip: Annotated[float | None, Off("off", 0)] = Field(
         1.0, gt=0, description='max gradient norm; "off" or 0: no clipping'
+    )
+    grad_clip_scope: Literal["stage", "module"] = Field(
+        "stage",
+        description="clip one norm over all trainable parameters, or each module in train on its own "
+        "(heads trained side by side then train as each would alone)",
     )
     patience: Annotated[int | None, Off("off")] = Field(
         None, ge=1, description='early stopping: epochs without improvement; "off" (default): none'
@@ -204,11 +210,14 @@ def check_references(spec: ExperimentSpec) -> list[tuple[str, str]]:
     for hname, head in spec.model.heads.items():
         if getattr(head, "input", "backbone") == "neck" and spec.model.neck is None:
             issues.append((f"model.heads.{hname}.input", "reads 'neck' but the neck is off"))
+        issues += _match_issues(spec, hname, getattr(head, "match_params", None))
     seen: set[str] = set()
     for i, stage in enumerate(spec.stages):
         key = f"stages.{i}"
         if stage.name in seen:
             issues.append((f"{key}.name", f"duplicate stage name {stage.name!r}"))
+        if stage.name == TEST_FOLDER:
+            issues.append((f"{key}.name", f"{TEST_FOLDER!r} is reserved (the test split's results)"))
         seen.add(stage.name)
         for h in stage.heads:
             if h not in heads:
@@ -226,6 +235,21 @@ def check_references(spec: ExperimentSpec) -> list[tuple[str, str]]:
         if watched != ENSEMBLE and watched not in stage.heads:
             issues.append((f"{key}.monitor", f"head {watched!r} is not active in this stage"))
     return issues
+
+
+def _match_issues(spec: ExperimentSpec, head: str, target: str | None) -> list[tuple[str, str]]:
+    """A head sized like another (``match_params``) must name a head that is not sized itself."""
+    if target is None:
+        return []
+    key = f"model.heads.{head}.match_params"
+    heads = spec.model.heads
+    if target == head:
+        return [(key, "a head cannot match its own parameter count")]
+    if target not in heads:
+        return [(key, unknown_message("head", target, list(heads)))]
+    if getattr(heads[target], "match_params", None) is not None:
+        return [(key, f"head {target!r} is itself sized by match_params")]
+    return []
 
 
 def _loc_path(loc: Sequence[int | str], raw: Any) -> str:

@@ -23,7 +23,7 @@ from qsight.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from qsight.data.balance import class_weights, sample_weights
-    from qsight.data.splits import stratified_split
+    from qsight.data.splits import grouped_split, holdout_split, stratified_split
     from qsight.data.synthetic import GENERATOR_VERSION, render_fundus
     from qsight.data.synthetic_set import synthetic_arrays
     from qsight.data.transforms import eval_transform, train_transform
@@ -42,6 +42,8 @@ __all__ = [
     "SyntheticFundusParams",
     "class_weights",
     "eval_transform",
+    "grouped_split",
+    "holdout_split",
     "render_fundus",
     "sample_weights",
     "stratified_split",
@@ -53,6 +55,8 @@ _LAZY = {
     "class_weights": "qsight.data.balance",
     "sample_weights": "qsight.data.balance",
     "stratified_split": "qsight.data.splits",
+    "grouped_split": "qsight.data.splits",
+    "holdout_split": "qsight.data.splits",
     "GENERATOR_VERSION": "qsight.data.synthetic",
     "render_fundus": "qsight.data.synthetic",
     "synthetic_arrays": "qsight.data.synthetic_set",

@@ -12,7 +12,7 @@ from qsight.data.base import DataBundle, DataContext
 from qsight.data.datasets import FileDataset, failure_marks
 from qsight.data.images import Sample, image_problem
 from qsight.data.params import FileDatasetParams
-from qsight.data.splits import stratified_split
+from qsight.data.splits import holdout_split
 from qsight.data.transforms import display_transform, eval_transform, train_transform
 from qsight.errors import DataError
 
@@ -96,12 +96,26 @@ def require_all_classes(samples: Sequence[Sample], class_names: Sequence[str], w
         raise DataError(f"{where}: class(es) {', '.join(map(repr, empty))} have no usable images{hint}")
 
 
-def split_samples(samples: Sequence[Sample], params: FileDatasetParams, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Stratified, seeded train/validation split by ``params.val_fraction``."""
-    tr, va = stratified_split([s.label for s in samples], params.val_fraction, seed + params.split_seed)
-    if not va:
+def split_samples(
+    samples: Sequence[Sample],
+    params: FileDatasetParams,
+    seed: int,
+    *,
+    val: bool = True,
+    test: bool = True,
+    groups: Sequence[str] | None = None,
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Seeded ``(train, val, test)`` split by ``params.val_fraction``/``test_fraction``, stratified by class
+    and, with ``groups``, whole groups at a time; ``val``/``test`` false: that split comes from elsewhere."""
+    val_fraction = params.val_fraction if val else 0.0
+    test_fraction = params.test_fraction if test else 0.0
+    labels = [s.label for s in samples]
+    tr, va, te = holdout_split(labels, val_fraction, test_fraction, seed + params.split_seed, groups)
+    if val_fraction and not va:
         raise DataError(f"too few images ({len(samples)}) to hold out a validation set")
-    return [samples[i] for i in tr], [samples[i] for i in va]
+    if test_fraction and not te:
+        raise DataError(f"too few images ({len(samples)}) to hold out a test set")
+    return [samples[i] for i in tr], [samples[i] for i in va], [samples[i] for i in te]
 
 
 def readable_names(paths: Sequence[Path]) -> list[str]:
@@ -122,8 +136,10 @@ def file_bundle(
     ctx: DataContext,
     skipped: list[str],
     root: Path,
+    test: Sequence[Sample] = (),
 ) -> DataBundle:
-    """A ``DataBundle`` over checked image files, normalised with ``ctx.mean``/``ctx.std``."""
+    """A ``DataBundle`` over checked image files, normalised with ``ctx.mean``/``ctx.std`` (no test split
+    when ``test`` is empty)."""
     size, mean, std, skip = params.image_size, ctx.mean, ctx.std, params.on_bad_image == "skip"
     fit = display_transform(size, params.resize)
     marks = failure_marks(len(train))
@@ -156,6 +172,9 @@ def file_bundle(
         skipped=skipped,
         val_names=readable_names([s.path for s in val]),
         failed_on_load=failed_on_load,
+        test=FileDataset(test, eval_transform(size, mean, std, params.resize), size, skip_bad=skip) if test else None,
+        test_labels=[s.label for s in test],
+        test_ids=[str(s.path) for s in test],
     )
 
 

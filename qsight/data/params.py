@@ -66,6 +66,9 @@ class SyntheticFundusParams(LoaderParams):
 
     train_size: int = Field(1500, ge=1, le=200_000, description="training images")
     val_size: int = Field(400, ge=1, le=100_000, description="validation images")
+    test_size: int = Field(
+        0, ge=0, le=100_000, description="held-out test images (own seed stream; 0: no test split)"
+    )
     grades: tuple[int, ...] = Field(
         (0, 1, 2, 3, 4), min_length=2, max_length=5, description="DR grades (0-4) to include, one class each"
     )
@@ -108,6 +111,9 @@ class FileDatasetParams(LoaderParams):
     val_fraction: float = Field(
         0.2, gt=0.0, lt=1.0, description="stratified validation share (when no explicit validation set)"
     )
+    test_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="stratified test share (when no explicit test set); 0: no test split"
+    )
     split_seed: int = Field(0, ge=0, description="offset added to the experiment seed for the split")
     on_bad_image: OnBadImage = Field(
         "error",
@@ -123,6 +129,12 @@ class FileDatasetParams(LoaderParams):
     resize: Literal["center-crop", "stretch"] = Field(
         "center-crop", description="fit to a square: resize the short side and crop, or stretch"
     )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> FileDatasetParams:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        return self
 
 
 class CsvParams(FileDatasetParams):
@@ -148,6 +160,11 @@ class CsvParams(FileDatasetParams):
         if names is not None and n is not None and len(names) != n:
             raise ValueError(f"class_names has {len(names)} names but num_classes is {n}")
         return self
+    test_csv: str | None = Field(None, description="explicit test CSV, relative to root")
+    test_image_dir: str | None = Field(None, description="test image folder (default: image_dir)")
+    group_column: str | None = Field(
+        None, min_length=1, description="column of a group id (e.g. patient): no group on two sides of a split"
+    )
 
 
 class ImageFolderParams(FileDatasetParams):
@@ -157,6 +174,7 @@ class ImageFolderParams(FileDatasetParams):
         None, min_length=2, description="explicit class folders in label order; none: all sub-folders, sorted"
     )
     val_dir: str | None = Field(None, description="explicit validation folder (same layout), relative to root")
+    test_dir: str | None = Field(None, description="explicit test folder (same layout), relative to root")
     extensions: tuple[str, ...] = Field(
         (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"), min_length=1, description="image file suffixes"
     )

@@ -17,7 +17,7 @@ from qsight.data.draw import F32, blur
 from qsight.data.lesions import Layers, draw_distractors, draw_lesions
 
 GENERATOR_VERSION = 1
-SPLIT_CODES = {"train": 1, "val": 2}
+SPLIT_CODES = {"train": 1, "val": 2, "test": 3}  # each split its own RNG streams
 
 # Per-channel absorption (R, G, B): blood darkens green and blue most, pigment is neutral.
 _VESSEL_TINT = np.array([0.45, 0.78, 0.72], dtype=np.float32)[:, None, None]

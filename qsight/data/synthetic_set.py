@@ -51,6 +51,12 @@ def cache_key(params: SyntheticFundusParams, seed: int) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def test_cache_key(params: SyntheticFundusParams, seed: int) -> str:
+    """Cache key of the test split: apart from train/validation, so adding one leaves their cache alone."""
+    spec = {"of": cache_key(params, seed), "test": params.test_size}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def _chunk(args: tuple[list[int], int, tuple[int, ...], int, str, int, float]) -> tuple[np.ndarray, np.ndarray]:
     labels, start, grades, seed, split, size, difficulty = args
     return generate_split(labels, grades, seed, split, size, difficulty, start=start)
@@ -106,6 +112,31 @@ def synthetic_arrays(params: SyntheticFundusParams, seed: int, cache_dir: Path |
     return arrays
 
 
+def synthetic_test_arrays(
+    params: SyntheticFundusParams, seed: int, cache_dir: Path | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Test images (uint8 NHWC) and class indices, from the split's own seed streams; None without one.
+
+    Train and validation arrays do not depend on ``test_size`` (nor on this function).
+    """
+    if params.test_size == 0:
+        return None
+    path = None if cache_dir is None else cache_dir / "synthetic-fundus" / f"{test_cache_key(params, seed)}.npz"
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as z:
+                return z["test_images"], z["test_labels"]
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable cache entry: regenerate and overwrite it
+    labels = quota_labels(params.test_size, params.balance(), seed, "test")
+    workers = params.workers or default_workers()
+    images, _ = render_split(labels, params.grades, seed, "test", params.image_size, params.difficulty, workers)
+    if path is not None:
+        with atomic_writer(path, "wb") as fh:
+            np.savez(fh, test_images=images, test_labels=labels)
+    return images, labels
+
+
 def _save(path: Path, a: SyntheticArrays) -> None:
     with atomic_writer(path, "wb") as fh:  # concurrent runs never read a half-written file
         np.savez(
@@ -128,6 +159,8 @@ def synthetic_fundus_dataset(params: SyntheticFundusParams, ctx: DataContext) ->
     eval_tf = eval_transform(size, mean, std, resize=None)
     train_labels = a.train_labels.tolist()
     val_labels = a.val_labels.tolist()
+    test = synthetic_test_arrays(params, seed, ctx.cache_dir)
+    test_labels = [] if test is None else test[1].tolist()
 
     def display_image(i: int) -> np.ndarray:
         out: np.ndarray = a.val_images[i].copy()
@@ -150,4 +183,7 @@ def synthetic_fundus_dataset(params: SyntheticFundusParams, ctx: DataContext) ->
         mean=mean,
         std=std,
         weighted_sampler=params.weighted_sampler,
+        test=None if test is None else ArrayDataset(test[0], test_labels, eval_tf),
+        test_labels=test_labels,
+        test_ids=[f"synthetic-test-{i:05d}" for i in range(len(test_labels))],
     )

@@ -30,6 +30,7 @@ from qsight.data.files import (
 )
 from qsight.data.images import Sample
 from qsight.data.params import DR_GRADES, CsvParams
+from qsight.data.splits import shared_groups
 from qsight.errors import DataError
 
 
@@ -40,6 +41,7 @@ class Row:
     path: Path
     label: str
     ref: str
+    group: str = ""  # the group_column value (e.g. a patient id), when one is named
 
 
 def read_rows(root: Path, csv_name: str, image_dir: str, params: CsvParams, skipped: list[str]) -> list[Row]:
@@ -53,8 +55,8 @@ def read_rows(root: Path, csv_name: str, image_dir: str, params: CsvParams, skip
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = reader.fieldnames or []
-            for col in (params.id_column, params.label_column):
-                if col not in columns:
+            for col in (params.id_column, params.label_column, params.group_column):
+                if col is not None and col not in columns:
                     raise DataError(f"{csv_name}: no column {col!r} (columns: {', '.join(columns) or 'none'})")
             for rec in reader:
                 ref = f"{csv_name} row {reader.line_num}"
@@ -67,7 +69,11 @@ def read_rows(root: Path, csv_name: str, image_dir: str, params: CsvParams, skip
                 name = ident
                 if params.extension and not ident.lower().endswith(params.extension.lower()):
                     name += params.extension
-                rows.append(Row(folder / name, label, ref))
+                group = (rec.get(params.group_column) or "").strip() if params.group_column else ""
+                if params.group_column and not group:
+                    keep_or_raise(f"{ref}: empty {params.group_column!r}", params.on_bad_image, skipped)
+                    continue
+                rows.append(Row(folder / name, label, ref, group))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_name}: not a readable CSV ({exc})") from exc
     if not rows:
@@ -124,26 +130,58 @@ def to_samples(rows: Sequence[Row], names: Sequence[str], params: CsvParams, ski
 
 
 def csv_dataset(params: CsvParams, ctx: DataContext) -> DataBundle:
-    """Build the bundle: read and check the CSV(s), map labels, split or use the validation CSV."""
+    """Build the bundle: read and check the CSV(s), map labels, split off what no explicit CSV gives."""
     root = require_dir(Path(params.root).expanduser(), "dataset root")
     skipped: list[str] = []
     rows = read_rows(root, params.csv, params.image_dir, params, skipped)
-    val_rows = []
-    if params.val_csv is not None:
-        val_rows = read_rows(root, params.val_csv, params.val_image_dir or params.image_dir, params, skipped)
-    names = label_names([r.label for r in rows + val_rows], params)
+    val_rows = _optional_rows(root, params.val_csv, params.val_image_dir, params, skipped)
+    test_rows = _optional_rows(root, params.test_csv, params.test_image_dir, params, skipped)
+    names = label_names([r.label for r in rows + val_rows + test_rows], params)
+    group_of = {r.ref: r.group for r in rows + val_rows + test_rows}
     listed = to_samples(rows, names, params, skipped)
     val_listed = to_samples(val_rows, names, params, skipped)
     listed, val_listed = drop_duplicates(listed, val_listed, params, root, skipped)
     samples = check_samples(listed, params, root, skipped)
     hint = _classes_hint(params)
+    val: list[Sample] = []
     if val_rows:
-        train = samples
         val = check_samples(val_listed, params, root, skipped)
         if not val:
             raise DataError(f"{params.val_csv}: no usable validation images")
-    else:
+    test = _explicit(test_rows, params.test_csv, "test", names, params, root, skipped)
+    if not val_rows:
         require_all_classes(samples, names, params.csv, hint)
-        train, val = split_samples(samples, params, ctx.seed)
+    groups = [group_of[s.ref] for s in samples] if params.group_column else None
+    train, split_val, split_test = split_samples(
+        samples, params, ctx.seed, val=not val_rows, test=not test_rows, groups=groups
+    )
+    val, test = val or split_val, test or split_test
     require_all_classes(train, names, f"{params.csv} (training split)", hint)
-    return file_bundle(train, val, names, params, ctx, skipped, root)
+    if params.group_column:
+        _require_disjoint_groups(params.group_column, [[group_of[s.ref] for s in part] for part in (train, val, test)])
+    return file_bundle(train, val, names, params, ctx, skipped, root, test)
+
+
+def _optional_rows(root: Path, csv_name: str | None, image_dir: str | None, params: CsvParams,
+                   skipped: list[str]) -> list[Row]:
+    if csv_name is None:
+        return []
+    return read_rows(root, csv_name, image_dir or params.image_dir, params, skipped)
+
+
+def _explicit(rows: Sequence[Row], csv_name: str | None, what: str, names: Sequence[str], params: CsvParams,
+              root: Path, skipped: list[str]) -> list[Sample]:
+    """The checked samples of an explicit validation or test CSV (none when it is not given)."""
+    if not rows:
+        return []
+    samples = check_samples(to_samples(rows, names, params, skipped), params, root, skipped)
+    if not samples:
+        raise DataError(f"{csv_name}: no usable {what} images")
+    return samples
+
+
+def _require_disjoint_groups(column: str, parts: Sequence[Sequence[str]]) -> None:
+    shared = shared_groups(*parts)
+    if shared:
+        listed = ", ".join(repr(g) for g in shared[:5]) + (" ..." if len(shared) > 5 else "")
+        raise DataError(f"{column!r}: {len(shared)} group(s) in more than one of train/validation/test: {listed}")

@@ -20,6 +20,7 @@ from qsight.config.toml_io import spec_data
 from qsight.data.base import DataBundle, DataContext
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
+from qsight.models.capacity import head_parameters
 from qsight.models.hybrid import HybridModel, build_model
 from qsight.models.normalization import backbone_normalization
 from qsight.runs.layout import RunLayout, write_atomic
@@ -30,6 +31,7 @@ from qsight.training.progress import make_progress
 from qsight.training.reporting import EpochReporter
 from qsight.training.seeding import seed_everything, set_deterministic
 from qsight.training.state import RunState
+from qsight.training.testing import run_test_split
 from qsight.training.trainer import Trainer
 from registry import component_type
 
@@ -132,8 +134,10 @@ class Experiment:
         status, message = "failed", ""
         started = time.time()
         pending: BaseException | None = None
+        extra: dict[str, Any] = {}
         try:
             self.trainer.run()
+            extra = self._test()
             status = "completed"
         except KeyboardInterrupt as exc:
             status, message, pending = "interrupted", "interrupted by the user", exc
@@ -149,7 +153,7 @@ class Experiment:
             self._write_error(traceback.format_exc())
         finally:
             self.trainer.progress.close()
-        summary = self._summary(status, message, started)
+        summary = self._summary(status, message, started) | extra
         if self.sinks is not None:
             if status == "completed" and self.checkpoints.best.is_file():
                 self.sinks.log_artifact(self.checkpoints.best, "checkpoints")
@@ -179,7 +183,16 @@ class Experiment:
             "class_names": list(self.data.class_names),
             "quantum": quantum_costs(self.model.heads.items(), len(self.data.train_labels)),
             **({"tags": dict(self.tags)} if self.tags else {}),
+            "parameters": head_parameters(dict(self.model.heads.items())),
         }
+
+    def _test(self) -> dict[str, Any]:
+        """The test split, once, on the model the run ends with: summary.json's test entries (or none)."""
+        train = self.spec.train
+        return run_test_split(self.model, self.data, self.sinks, self.run_dir, self.trainer.device,
+                              ensemble_heads=self.spec.stages[-1].heads, seed=self.spec.seed,
+                              batch_size=train.eval_batch_size or train.batch_size, num_workers=train.num_workers,
+                              step=self.trainer.state.global_step, limit=1 if self.trainer.dry_run else None)
 
     def _write_error(self, text: str) -> None:
         """The traceback goes to error.log and run.log (not the terminal: the CLI says what failed)."""
@@ -212,4 +225,5 @@ def _environment_extra(spec: ExperimentSpec, model: HybridModel, device: torch.d
         "num_classes": data.num_classes,
         "train_size": len(data.train_labels),
         "val_size": len(data.val_labels),
+        "test_size": len(data.test_labels),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -9,9 +10,11 @@ from torch import Tensor, nn
 
 from qsight.errors import BadInputError
 from qsight.metric_names import ENSEMBLE
+from qsight.models.capacity import count_parameters, matched_mlp, mlp_parameters
 from qsight.models.combiner import Combiner, GatedCombiner, build_combiner
 from qsight.models.neck import Neck
 from qsight.models.output import ModelOutput
+from qsight.models.params import MlpHeadParams
 from qsight.models.stages import (
     StageLike,
     check_names,
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from registry import Params, Registry
 
 _HEADS = "heads."
+log = logging.getLogger("qsight.models")
 
 
 class HybridModel(nn.Module):
@@ -146,14 +150,23 @@ class HybridModel(nn.Module):
         Inactive heads, the gates of inactive heads and a neck no active head
         reads are left out (they get no gradient anyway).
         """
+        return [p for group in self.trainable_groups().values() for p in group]
+
+    def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
+        """`trainable_parameters` by the module (as ``train`` names it) they belong to; no empty groups."""
         used = upstream_of(self.head_inputs, self._active) | {_HEADS + h for h in self._active}
-        params: list[nn.Parameter] = []
+        groups: dict[str, list[nn.Parameter]] = {}
         for name in self.trainable_modules():
             if name == "combiner":
-                params += self.combiner.parameters_for(self._active)
+                params = list(self.combiner.parameters_for(self._active))
             elif name in used:
-                params += self.get_module(name).parameters()
-        return [p for p in params if p.requires_grad]
+                params = list(self.get_module(name).parameters())
+            else:
+                continue
+            params = [p for p in params if p.requires_grad]
+            if params:
+                groups[name] = params
+        return groups
 
     def has_unused_trainable(self) -> bool:
         """Whether some ``requires_grad`` parameter gets no gradient (DDP: find_unused_parameters)."""
@@ -217,12 +230,33 @@ def build_model(spec: ModelSpec, num_classes: int) -> HybridModel:
     if not isinstance(dim, int) or dim < 1:
         raise BadInputError(f"model.backbone: the backbone exposes no positive int `feature_dim` ({dim!r})")
     neck = Neck(dim, spec.neck) if spec.neck is not None else None
-    heads: dict[str, nn.Module] = {}
-    inputs: dict[str, str] = {}
-    for name, params in spec.heads.items():
-        inputs[name] = str(getattr(params, "input", "backbone"))
-        heads[name] = _build_head(HEADS, name, params, inputs[name], dim, neck, num_classes)
+    built: dict[str, nn.Module] = {}
+    inputs = {name: str(getattr(params, "input", "backbone")) for name, params in spec.heads.items()}
+    matching = [n for n, p in spec.heads.items() if getattr(p, "match_params", None) is not None]
+    for name in [n for n in spec.heads if n not in matching] + matching:  # sized heads after their targets
+        params = spec.heads[name]
+        if name in matching:
+            params = _matched(name, params, built, inputs[name], dim, neck, num_classes)
+        built[name] = _build_head(HEADS, name, params, inputs[name], dim, neck, num_classes)
+    heads = {name: built[name] for name in spec.heads}
     return HybridModel(backbone, heads, inputs, build_combiner(spec.combiner, list(heads)), neck)
+
+
+def _matched(name: str, params: Params, built: Mapping[str, nn.Module], source: str, dim: int, neck: Neck | None,
+             num_classes: int) -> Params:
+    """The head's params with its width chosen to match ``match_params``'s parameter count."""
+    where = f"model.heads.{name}"
+    target = str(getattr(params, "match_params", ""))
+    if not isinstance(params, MlpHeadParams):
+        raise BadInputError(f"{where}.match_params: only 'mlp' heads can be sized to another head")
+    if target not in built:
+        raise BadInputError(f"{where}.match_params: no head {target!r} to match")
+    in_dim = neck.dim if source == "neck" and neck is not None else dim
+    count = count_parameters(built[target])
+    sized = matched_mlp(params, in_dim, num_classes, count, where)
+    got = mlp_parameters(in_dim, num_classes, sized.hidden, sized.layers)
+    log.info("head %s: hidden %d, %d parameters (head %s: %d)", name, sized.hidden, got, target, count)
+    return sized
 
 
 def _build_head(

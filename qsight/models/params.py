@@ -26,9 +26,14 @@ class LinearHeadParams(HeadParams):
 class MlpHeadParams(HeadParams):
     """A small MLP from features to class logits."""
 
-    hidden: int = Field(64, ge=1, le=8192, description="hidden width")
+    hidden: int = Field(64, ge=1, le=8192, description="hidden width (chosen at build time with match_params)")
     layers: int = Field(1, ge=1, le=8, description="hidden layers")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout after each hidden layer")
+    match_params: str | None = Field(
+        None,
+        min_length=1,
+        description="another head's name: choose hidden so this head has its parameter count (within ±10 %)",
+    )
 
 
 class TimmBackboneParams(Params):

@@ -58,7 +58,7 @@ class HeadCircuit:
 
 def entangler_pairs(n: int, kind: Entanglement) -> list[tuple[int, int]]:
     """Qubit pairs of one entangling layer (Qiskit's meaning of each name)."""
-    if n < 2:
+    if n < 2 or kind == "none":
         return []
     linear = [(i, i + 1) for i in range(n - 1)]
     if kind == "full":
@@ -87,7 +87,7 @@ def _angle_feature_map(n: int, reps: int, entanglement: Entanglement) -> Quantum
 def feature_map_circuit(spec: CircuitSpec) -> QuantumCircuit:
     """The data-encoding circuit; its parameters are named x[0..n-1]."""
     n, reps, ent = spec.qubits, spec.feature_map_reps, spec.feature_map_entanglement
-    if spec.feature_map == "zz" and n > 1:  # one qubit has no pairs: zz is z
+    if spec.feature_map == "zz" and n > 1 and ent != "none":  # without pairs zz is z
         return zz_feature_map(n, reps=reps, entanglement=ent, parameter_prefix="x")
     if spec.feature_map in ("z", "zz"):
         return z_feature_map(n, reps=reps, parameter_prefix="x")
@@ -96,9 +96,10 @@ def feature_map_circuit(spec: CircuitSpec) -> QuantumCircuit:
 
 def ansatz_circuit(spec: CircuitSpec) -> QuantumCircuit:
     """The trainable circuit; its parameters are named θ[..]."""
+    pairs = entangler_pairs(spec.qubits, spec.entanglement) if spec.entanglement == "none" else spec.entanglement
     if spec.ansatz == "real-amplitudes":
-        return real_amplitudes(spec.qubits, entanglement=spec.entanglement, reps=spec.reps)
-    return efficient_su2(spec.qubits, entanglement=spec.entanglement, reps=spec.reps)
+        return real_amplitudes(spec.qubits, entanglement=pairs, reps=spec.reps)
+    return efficient_su2(spec.qubits, entanglement=pairs, reps=spec.reps)
 
 
 def build_circuit(spec: CircuitSpec) -> HeadCircuit:

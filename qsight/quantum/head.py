@@ -18,25 +18,33 @@ class QuantumHead(nn.Module):
     """A hybrid head; safe to call from many threads (the bound circuit holds a lock).
 
     Angles are ``angle_scale · tanh(z / temperature)``, plus Gaussian noise of std ``noise``
-    in training mode; ``set_anneal`` moves both along a stage's schedule.
+    in training mode; ``set_anneal`` moves both along a stage's schedule. The head computes in
+    its sampler's real dtype end to end (``torch-exact``'s ``dtype``; float32 for the others):
+    its parameters, the angles, the probabilities and the readout; logits are returned in the
+    dtype of the features given.
     """
 
     def __init__(self, p: QuantumHeadParams, in_dim: int, num_classes: int, sampler: QuantumSampler) -> None:
         super().__init__()
         self.params, self.sampler = p, sampler
+        self.dtype: torch.dtype = getattr(sampler, "dtype", torch.float32)
         hc = build_circuit(CircuitSpec.from_params(p))
         self.norm = nn.LayerNorm(in_dim)
         self.proj = nn.Linear(in_dim, len(hc.inputs))
         self.circuit = sampler.bind(hc)
-        self.weights = nn.Parameter(torch.empty(len(hc.weights)).uniform_(-math.pi, math.pi))
+        # drawn in float32 whatever the dtype: the same initial weights at any precision
+        self.weights = nn.Parameter(torch.empty(len(hc.weights)).uniform_(-math.pi, math.pi).to(self.dtype))
         r = readout_matrix(p.qubits, p.readout)
-        self.register_buffer("readout_map", None if r is None else torch.from_numpy(r).float(), persistent=False)
+        self.register_buffer("readout_map", None if r is None else torch.from_numpy(r).to(self.dtype), persistent=False)
         self.readout = nn.Linear(readout_width(p.qubits, p.readout), num_classes)
         self.residual = nn.Linear(in_dim, num_classes) if p.residual else None
         # a buffer, so checkpoints, resumes and restored best epochs carry the temperature trained with
-        self.register_buffer("temperature", torch.tensor(1.0))
+        self.register_buffer("temperature", torch.tensor(1.0, dtype=self.dtype))
         self.noise = 0.0
         self.n_inputs, self.n_weights = len(hc.inputs), len(hc.weights)
+        for module in (self.norm, self.proj, self.readout, self.residual):  # initialised in float32, then cast
+            if module is not None:
+                module.to(self.dtype)
 
     temperature: Tensor
 
@@ -49,24 +57,24 @@ class QuantumHead(nn.Module):
         self.noise = float(noise)
 
     def angles(self, features: Tensor) -> Tensor:
-        """The circuit's input angles (B, qubits)."""
-        z = self.proj(self.norm(features))
+        """The circuit's input angles (B, qubits), in the head's dtype."""
+        z = self.proj(self.norm(features.to(self.dtype)))
         a = self.params.angle_scale * torch.tanh(z / self.temperature)
-        if self.training and self.noise > 0:
-            a = a + self.noise * torch.randn_like(a)
+        if self.training and self.noise > 0:  # float32 draws: the same noise at any precision
+            a = a + self.noise * torch.randn(a.shape, device=a.device).to(a.dtype)
         return a
 
     def forward(self, features: Tensor) -> Tensor:
-        a = self.angles(features)
         with torch.autocast(features.device.type, enabled=False):
-            probs = self.circuit(a.float(), self.weights)
-            q = probs.to(self.readout.weight.dtype)
+            x = features.to(self.dtype)
+            probs = self.circuit(self.angles(x), self.weights)
+            q = probs.to(self.dtype)
             if self.readout_map is not None:
                 q = q @ self.readout_map
             logits: Tensor = self.readout(q)
-        if self.residual is not None:
-            logits = logits + self.residual(features)
-        return logits
+            if self.residual is not None:
+                logits = logits + self.residual(x)
+        return logits.to(features.dtype)
 
     def describe(self) -> dict[str, Any]:
         """Sampler (name, device, options) and circuit, for logs and environment.json."""

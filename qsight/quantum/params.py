@@ -14,7 +14,7 @@ from registry import ComponentRef, Off, Params
 
 FeatureMap = Literal["zz", "z", "angle"]
 Ansatz = Literal["real-amplitudes", "efficient-su2"]
-Entanglement = Literal["full", "linear", "reverse_linear", "circular", "pairwise"]
+Entanglement = Literal["full", "linear", "reverse_linear", "circular", "pairwise", "none"]
 Readout = Literal["probabilities", "expectations", "parity"]
 OptimizationLevel = Annotated[int, Field(ge=0, le=3)]
 
@@ -23,7 +23,7 @@ class TorchExactParams(Params):
     """Exact batched statevector simulated in torch (autograd gradients)."""
 
     dtype: Literal["float64", "float32"] = Field(
-        "float64", description="real precision (complex128 / complex64 amplitudes)"
+        "float64", description="real precision (complex128 / complex64 amplitudes), of the whole quantum head"
     )
 
 
@@ -111,10 +111,14 @@ class QuantumHeadParams(HeadParams):
     qubits: int = Field(4, ge=1, le=16, description="circuit width (inputs the circuit reads)")
     feature_map: FeatureMap = Field("zz", description="data encoding: zz, z or angle (RY)")
     feature_map_reps: int = Field(2, ge=1, le=8, description="feature map repetitions")
-    feature_map_entanglement: Entanglement = Field("full", description="pairs of the zz/angle feature map")
+    feature_map_entanglement: Entanglement = Field(
+        "full", description="pairs of the zz/angle feature map ('none': no pairs; zz becomes z)"
+    )
     ansatz: Ansatz = Field("real-amplitudes", description="trainable circuit")
     reps: int = Field(2, ge=1, le=16, description="ansatz repetitions")
-    entanglement: Entanglement = Field("reverse_linear", description="pairs of the ansatz")
+    entanglement: Entanglement = Field(
+        "reverse_linear", description="pairs of the ansatz ('none': no entangling gates, an ablation)"
+    )
     readout: Readout = Field(
         "probabilities",
         description="probabilities (2^n), expectations (<Z_q>, n) or parity (<Z_q>, <Z_q Z_r>)",

@@ -31,6 +31,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _pair(value: Any) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(x, int | float) for x in value)
+
+
 @dataclass(frozen=True)
 class StageEpochs:
     """One stage's validation epochs (counted from 1) and which of them was best by its monitor."""
@@ -146,6 +150,32 @@ class RunFolder:
             if any(k.startswith("val/") for k in row):
                 return {k: v for k, v in row.items() if "/" in k and isinstance(v, int | float)}
         return {}
+
+    @property
+    def test(self) -> dict[str, float]:
+        """The test split's metrics (``test/<head>/<metric>``) from summary.json; empty without a test split."""
+        test = (self.summary or {}).get("test")
+        return {k: v for k, v in test.items() if isinstance(v, int | float)} if isinstance(test, dict) else {}
+
+    @property
+    def test_ci(self) -> dict[str, tuple[float, float]]:
+        """Bootstrap intervals of the test metrics (``test/<head>/<metric>`` → (low, high))."""
+        ci = (self.summary or {}).get("test_ci")
+        if not isinstance(ci, dict):
+            return {}
+        return {k: (float(v[0]), float(v[1])) for k, v in ci.items() if _pair(v)}
+
+    @property
+    def test_paired(self) -> dict[str, dict[str, Any]]:
+        """Paired QWK differences of every two heads on the test split (``<a>-vs-<b>``)."""
+        paired = (self.summary or {}).get("test_paired")
+        return {str(k): v for k, v in paired.items() if isinstance(v, dict)} if isinstance(paired, dict) else {}
+
+    @property
+    def parameters(self) -> dict[str, int]:
+        """Parameter count per head, from summary.json."""
+        counts = (self.summary or {}).get("parameters")
+        return {str(k): int(v) for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, dict) else {}
 
     def stage_epochs(self) -> list[StageEpochs]:
         """Per stage, in spec order: its validation epochs and the best one by the stage's monitor."""

@@ -32,6 +32,9 @@ CHECKPOINTS = "checkpoints"
 VISUALIZATIONS = "visualizations"
 EVALUATIONS = "evaluations"
 EXPORTS = "exports"
+TEST = "test"  # visualizations/test: the end-of-run test split (so no stage may be named "test")
+INTERVALS = "intervals.csv"
+PAIRED = "paired.csv"
 
 #: What a run folder's status can be: ``running`` while a live process holds the lock.
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -125,6 +128,11 @@ class RunLayout:
     def exports(self) -> Path:
         """``exports/``: default place of exported models (ONNX, torch.export)."""
         return self.root / EXPORTS
+
+    @property
+    def test_dir(self) -> Path:
+        """``visualizations/test``: the test split's confusion matrices, confidence table and intervals."""
+        return self.visualizations / TEST
 
     def stage_dir(self, stage: str) -> Path:
         """``visualizations/<stage>``."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from qsight.metric_names import by_head, metric_key
 from qsight.runs import layout
-from qsight.runs.catalog import KEY_METRICS, format_seconds
+from qsight.runs.catalog import KEY_METRICS, format_seconds, test_estimates
 from qsight.runs.curves import learning_curves
 from qsight.runs.folder import RunFolder
 from qsight.runs.layout import write_atomic
@@ -50,8 +50,8 @@ def write_report(run: RunFolder, out: Path | None = None) -> Path:
 
 def render_report(run: RunFolder) -> str:
     """The page's HTML text."""
-    sections = (_header(run), _final_metrics(run), _best_epochs(run), _curves(run), _confusions(run),
-                _gradcam(run), _spec(run), _environment(run))
+    sections = (_header(run), _final_metrics(run), _test_split(run), _best_epochs(run), _curves(run),
+                _confusions(run), _gradcam(run), _spec(run), _environment(run))
     title = escape(f"{run.experiment} · {run.run_id}")
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
@@ -166,6 +166,37 @@ def _final_metrics(run: RunFolder) -> str:
     source = "summary.json" if run.summary and run.summary.get("final") else "the last logged epoch (no summary.json)"
     return (f"<h2>Final metrics</h2>\n<p>Validation, from {escape(source)}.</p>\n"
             + _table(["head", *columns], rows))
+
+
+def _test_split(run: RunFolder) -> str:
+    """Test metrics with their 95 % intervals, paired QWK differences, parameter counts, test confusions."""
+    estimates = test_estimates(run)
+    if not estimates:
+        return "<h2>Test split</h2>\n" + _missing("No test split was evaluated (the dataset has none).")
+    columns = [m for m in KEY_METRICS if any(m in e for e in estimates.values())]
+    counts = run.parameters
+    header = ["head", *columns] + (["parameters"] if counts else [])
+    rows = [[head, *(e[m].text(4) if m in e else "–" for m in columns)]
+            + ([str(counts[head]) if head in counts else "–"] if counts else []) for head, e in estimates.items()]
+    parts = ["<h2>Test split</h2>",
+             "<p>Evaluated once, on the model the run ended with; [low, high]: 95 % bootstrap interval over the "
+             "test samples.</p>", _table(header, rows)]
+    paired = [[name, _number(d.get("qwk_diff")), _ci_text(d.get("ci"))] for name, d in run.test_paired.items()]
+    if paired:
+        parts += ["<p>Paired QWK differences (same resamples for both heads): an interval that excludes 0 "
+                  "is a difference beyond sampling noise.</p>",
+                  _table(["pair", "QWK difference", "95 % interval"], paired)]
+    figures = [_png_file(p, f"test confusion matrix of {p.stem}", p.stem.removeprefix("confusion_") + " (test)")
+               for p in sorted(run.layout.test_dir.glob("confusion_*.png"))]
+    if figures:
+        parts.append('<div class="pair">' + "".join(figures) + "</div>")
+    return "\n".join(parts)
+
+
+def _ci_text(ci: Any) -> str:
+    if isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, int | float) for x in ci):
+        return f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+    return "–"
 
 
 def _best_epochs(run: RunFolder) -> str:

@@ -49,11 +49,12 @@ class ConsoleSink(BaseSink):
         self.console.print(f"[bold]{run.experiment}[/] run [cyan]{run.run_id}[/] → {run.run_dir}")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int, context: Mapping[str, Any]) -> None:
-        """Print a table when the metrics hold validation results; ignore the rest."""
+        """Print a table when the metrics hold validation (else test) results; ignore the rest."""
         rows: dict[str, dict[str, float]] = {}
         parts = [(p, v) for p, v in ((parse_metric(k), v) for k, v in metrics.items()) if p]
+        shown = "val" if any(p.split == "val" for p, _ in parts) else "test"
         for (split, head, metric), value in parts:
-            if split == "val":
+            if split == shown:
                 rows.setdefault(head, {})[metric] = value
         for (split, head, metric), value in parts:
             if split == "train" and metric == "loss" and head in rows:
@@ -66,7 +67,9 @@ class ConsoleSink(BaseSink):
 
         names = {m for r in rows.values() for m in r}
         cols = pick_columns(names, self.columns, self.max_columns)
-        title = f"{context.get('stage', '?')} · epoch {context.get('epoch', '?')} · step {step}"
+        epoch = context.get("epoch")
+        where = f"{context.get('stage', '?')} · epoch {epoch}" if epoch is not None else str(context.get("stage", "?"))
+        title = f"{where} · step {step}"
         table = Table(title=title, title_justify="left", box=None, pad_edge=False)
         table.add_column("head", style="bold")
         for col in cols:

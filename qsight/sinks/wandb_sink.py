@@ -145,7 +145,7 @@ class WandbSink(BaseSink):
         self.wandb_run.log_artifact(art)
 
     def finish(self, status: str, summary: Mapping[str, Any]) -> None:
-        """Final and best metrics into the W&B summary; exit code from the status."""
+        """Final, best and test metrics into the W&B summary; exit code from the status."""
         if self._run is None:
             return
         run, self._run = self._run, None
@@ -156,6 +156,7 @@ class WandbSink(BaseSink):
                 log_wandb_model(run, artifact_name(run.name or "", "model"), self._run_dir, summary)
             run.summary.update({"status": status, **dict(summary.get("final", {}))})
             run.summary.update({f"best/{k}": v for k, v in dict(summary.get("best", {})).items()})
+            run.summary.update(dict(summary.get("test", {})))
         finally:
             run.finish(exit_code=EXIT_CODES.get(status, 1))
 

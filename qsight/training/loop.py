@@ -45,6 +45,7 @@ class StepContext:
     grad_clip: float | None = None
     scaler: torch.amp.GradScaler | None = None
     amp: bool = False
+    clip_groups: list[list[nn.Parameter]] | None = None  # clipped each on its own; None: `params` as one
 
 
 def to_device(x: Any, device: torch.device) -> Any:
@@ -64,7 +65,8 @@ def _optimizer_step(ctx: StepContext) -> None:
     if ctx.scaler is not None:
         ctx.scaler.unscale_(ctx.optimizer)
     if ctx.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(ctx.params, ctx.grad_clip)
+        for group in ctx.clip_groups or [ctx.params]:
+            torch.nn.utils.clip_grad_norm_(group, ctx.grad_clip)
     if ctx.scaler is not None:
         ctx.scaler.step(ctx.optimizer)
         ctx.scaler.update()

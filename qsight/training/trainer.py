@@ -122,8 +122,9 @@ class Trainer:
         if self._resume is not None and self.state.stage_index == index:
             self._resume.restore_training(parts)
             self._resume = None
+        groups = list(self.model.trainable_groups().values()) if stage.grad_clip_scope == "module" else None
         ctx = StepContext(optimizer, scheduler, params, self.device, stage.grad_accumulation,
-                          stage.grad_clip, scaler, self._amp())
+                          stage.grad_clip, scaler, self._amp(), groups)
         self.reporter.start_stage(stage, plan.notes)
         while self.state.epoch < stage.epochs and not parts.early.stopped:
             epoch = self.state.epoch
