@@ -19,7 +19,7 @@ from qsight.evaluation.cams import NO_GRADIENT, NO_OUTPUT, cam_batch, cam_mode, 
 from qsight.evaluation.layers import choose_by_size
 from qsight.evaluation.pointing import PointingScore
 from qsight.models.output import ModelOutput
-from tests.runs import cli, summary, tiny_spec
+from tests.helpers import cli, summary, tiny_spec
 
 
 @pytest.fixture(autouse=True, scope="module")
