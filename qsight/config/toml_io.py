@@ -44,7 +44,7 @@ def spec_data(spec: ExperimentSpec) -> dict[str, Any]:
     same when their default is None (true of every built-in field); a plugin
     field that differs is logged as a warning.
     """
-    data: dict[str, Any] = _toml_ready(spec.model_dump(mode="json"))
+    data: dict[str, Any] = _toml_ready(spec.model_dump(mode="json", by_alias=True))
     try:
         changed = _differences(spec.model_dump(), validate_spec(data, source="<written spec>").model_dump())
     except SpecError as exc:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from registry import Params
-
-# `register` (the MLflow sink's documented key) shadows ABCMeta.register, which no Params uses.
-warnings.filterwarnings("ignore", message='Field name "register" in "MlflowParams"', category=UserWarning)
 
 
 class SinkParams(Params):
@@ -51,6 +47,8 @@ class WandbParams(SinkParams):
 class MlflowParams(SinkParams):
     """MLflow tracking through MlflowClient (sqlite store under the reports root by default)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     tracking_uri: str | None = Field(
         None, description="tracking URI; else MLFLOW_TRACKING_URI; else sqlite:///<reports root>/mlflow.db"
     )
@@ -60,4 +58,7 @@ class MlflowParams(SinkParams):
     log_artifacts: bool = Field(True, description="upload files such as checkpoints")
     tags: dict[str, str] = Field(default_factory=dict, description="extra run tags")
     log_model: bool = Field(True, description="log the model a completed run ends with as an MLflow Model (pyfunc)")
-    register: str | None = Field(None, description="also register that model under this name in the Model Registry")
+    # spelled `register` in specs; the attribute has another name because BaseModel.register (ABCMeta) shadows it
+    model_name: str | None = Field(
+        None, alias="register", description="also register that model under this name in the Model Registry"
+    )
