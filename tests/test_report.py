@@ -147,7 +147,7 @@ def test_killed_run_renders_what_it_logged(interrupted_run: Path, tmp_path: Path
     best = next(t for t in tables(html) if t[0][:3] == ["stage", "epochs", "best epoch"])
     assert [row[:3] for row in best[1:]] == [["classical", "1", "1"], ["quantum", "0", "–"], ["ensemble", "0", "–"]]
     table = next(t for t in tables(html) if t[0][0] == "head")
-    assert [row[0] for row in table[1:]] == ["ensemble", "global", "compressed"]  # the quantum head never ran
+    assert [row[0] for row in table[1:]] == ["global", "compressed", "ensemble"]  # the quantum head never ran
     assert len(pngs(html)) == 1 + 3 + 1  # learning curves, the epoch's confusion matrices, its Grad-CAM collage
     assert not (interrupted_run / "report.html").exists()
 
