@@ -90,7 +90,7 @@ def _csv(root: Path, name: str, rows: list[tuple[str, int, str]]) -> None:
 def _csv_bundle(root: Path, **params: Any) -> Any:
     entry = DATASETS.get("csv")
     p = entry.params.model_validate({"image_size": 16, "root": str(root), "csv": "labels.csv", "image_dir": "images",
-                                     "id_column": "image", "label_column": "level", **params})
+                                     "id_column": "image", "label_column": "level", "num_classes": 3, **params})
     return entry.build(p, DataContext(seed=0, cache_dir=root / "cache"))
 
 
