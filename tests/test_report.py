@@ -293,7 +293,7 @@ def test_page_loads_cleanly_in_headless_chromium(page: str, run_dir: Path, tmp_p
     shutil.copy(run_dir / "report.html", moved)
     title, images, found = load(moved, tmp_path / "profile")
     assert title.startswith("smoke")
-    assert len(images) == len(pngs(page)) == 6
+    assert len(images) == len(pngs(page)) >= 6  # curves, each head's confusion (validation and test)
     assert all(done and width > 0 and height > 0 for done, width, height, _ in images), images
     assert found == []
 

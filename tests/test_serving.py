@@ -136,8 +136,13 @@ def test_evaluate_with_an_aer_sampler_writes_its_folder_and_logs_to_mlflow(train
     assert {"metrics.json", "evaluation.json", "confidence.csv"} <= files
 
 
-def test_evaluate_test_split_of_a_run_without_one_is_bad_input(trained: Path) -> None:
-    done = cli("evaluate", str(trained), "--split", "test", "--device", "cpu")
+def test_evaluate_test_split_of_a_run_without_one_is_bad_input(trained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"  # the same weights, its spec without a held-out split
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("wandb", "evaluations", "exports"))
+    spec = (run / "spec.toml").read_text()
+    assert "test_size = 40" in spec
+    (run / "spec.toml").write_text(spec.replace("test_size = 40", "test_size = 0"))
+    done = cli("evaluate", str(run), "--split", "test", "--device", "cpu")
     assert done.returncode == 2
     assert "no test split" in done.stderr and "Traceback" not in done.stderr
 
