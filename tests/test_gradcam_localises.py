@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from qsight.evaluation import explain, resolve_target_layer, score_explanations, score_pointing
 from qsight.evaluation.cams import NO_GRADIENT, NO_OUTPUT, cam_batch, cam_mode, normalise
 from qsight.evaluation.layers import choose_by_size
-from qsight.evaluation.pointing import PointingScore
+from qsight.evaluation.pointing import PointingScore, hit_region
 from qsight.models.output import ModelOutput
 from tests.helpers import cli, summary, tiny_spec
 
@@ -187,12 +187,30 @@ def test_known_localisation(method: str, tmp_path: Path) -> None:
     model = RegionMean(region)
     images = torch.rand(6, 3, 32, 32) + 0.5  # brightness everywhere: only the gradient says where
     labels = [1] * 6
-    hit = score_explanations(model, images, labels, [region] * 6, ["ensemble"], method=method)
-    assert hit.scores["ensemble"].value == 1.0
-    assert hit.scores["ensemble"].chance == pytest.approx(64 / 1024)
-    miss = score_explanations(model, images, labels, [elsewhere] * 6, ["ensemble"], method=method)
-    assert miss.scores["ensemble"].value == 0.0
-    assert miss.metrics()["ensemble/pointing_game_n"] == 6.0
+    for tolerance in (0.0, 0.067):
+        hit = score_explanations(model, images, labels, [region] * 6, ["ensemble"], method=method,
+                                 tolerance=tolerance, batch_size=4)
+        assert hit.scores["ensemble"].value == 1.0
+        miss = score_explanations(model, images, labels, [elsewhere] * 6, ["ensemble"], method=method,
+                                  tolerance=tolerance, batch_size=4)
+        assert miss.scores["ensemble"].value == 0.0
+        assert miss.metrics()["ensemble/pointing_game_n"] == 6.0
+    assert hit.scores["ensemble"].chance == pytest.approx(hit_region(region, 0.067).mean())
+    strict = score_explanations(model, images, labels, [region] * 6, ["ensemble"], method=method, tolerance=0.0)
+    assert strict.scores["ensemble"].chance == pytest.approx(64 / 1024)
+
+
+def test_tolerance_grows_the_hit_region_and_the_chance_level() -> None:
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[10, 10] = True
+    grown = hit_region(mask, 2 / 32)  # radius 2 px: the 13 pixels with dx² + dy² <= 4
+    assert grown.sum() == 13 and grown[10, 12] and grown[12, 10] and not grown[12, 12]
+    assert np.array_equal(hit_region(mask, 0.0), mask)
+    cam = np.zeros((1, 32, 32), dtype=np.float32)
+    cam[0, 11, 11] = 1.0  # 1.4 px off the lesion
+    assert score_pointing(cam, [mask]).value == 0.0
+    near = score_pointing(cam, [mask], tolerance=2 / 32)
+    assert near.value == 1.0 and near.chance == pytest.approx(13 / 1024)
 
 
 # -- heads without gradients -----------------------------------------------------------------------------

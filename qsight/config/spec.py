@@ -142,6 +142,11 @@ class ExplainSpec(_Strict):
         40, ge=0, le=4096,
         description="lesion-bearing validation samples scored by the pointing game when explaining (0: none)",
     )
+    pointing_tolerance: float = Field(
+        0.067, ge=0.0, le=0.5,
+        description="pointing-game hit radius around a lesion, as a fraction of the image side "
+        "(0.067: 15 px at 224 px, Zhang et al. 2016; 0: the peak pixel itself)",
+    )
 
 
 class OutputSpec(_Strict):

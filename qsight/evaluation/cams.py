@@ -90,7 +90,7 @@ def cam_batch(
     layer: TargetLayer,
     targets: Sequence[str],
     classes: Mapping[str, Sequence[int]] | None = None,
-    method: CamMethod = "gradcam",
+    method: CamMethod = "layercam",
 ) -> CamBatch:
     """Maps of ``images`` for each target: for ``classes[target]`` when given, else its predicted class.
 

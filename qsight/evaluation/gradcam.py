@@ -26,7 +26,14 @@ from torch import Tensor, nn
 from qsight.evaluation.artifact import Artifact, safe_name
 from qsight.evaluation.cams import CamBatch, CamMethod, cam_batch, cam_mode, select_output
 from qsight.evaluation.layers import MIN_MAP_SIZE, TargetLayer, resolve_target_layer, unwrap
-from qsight.evaluation.pointing import EMPTY, PointingScore, cam_peak, has_lesion, score_pointing
+from qsight.evaluation.pointing import (
+    EMPTY,
+    ZHANG_TOLERANCE,
+    PointingScore,
+    cam_peak,
+    has_lesion,
+    score_pointing,
+)
 from qsight.evaluation.render import Panel, as_rgb_uint8, fit_map, overlay, save_collage, save_png
 
 log = logging.getLogger("qsight.evaluation")
@@ -88,7 +95,7 @@ def compute_cams(
     images: Tensor,
     classes: Mapping[str, Sequence[int]],
     layer: TargetLayer,
-    method: CamMethod = "gradcam",
+    method: CamMethod = "layercam",
 ) -> dict[str, np.ndarray]:
     """Maps (B, H, W) per target for the given class of each sample. Call inside :func:`cam_mode`."""
     return cam_batch(model, images, layer, list(classes), classes, method).maps
@@ -113,8 +120,9 @@ def explain(
     names: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     class_source: ClassSource = "label",
-    method: CamMethod = "gradcam",
+    method: CamMethod = "layercam",
     min_map_size: int = MIN_MAP_SIZE,
+    tolerance: float = ZHANG_TOLERANCE,
 ) -> GradCamResult:
     """Explain ``images`` (B, 3, H, W, model-ready) for each of ``targets``.
 
@@ -123,6 +131,7 @@ def explain(
     explained for its true class (``class_source="label"``) or for the class the
     target predicts. Targets the model does not output, or that carry no gradient back to
     the target layer (a head run without gradients), are skipped, with the reason, in ``skipped``.
+    ``tolerance`` is the pointing game's hit radius (see :mod:`qsight.evaluation.pointing`).
     """
     _check_grad_mode()
     model = unwrap(model)
@@ -141,7 +150,9 @@ def explain(
     explained = "true" if class_source == "label" else "predicted"
     title = f"{method} at {layer.path}, for each sample's {explained} class"
     collage = save_collage(panels, out_dir / "collage.png", title=title)
-    scores = {t: score_pointing(c, masks, cams.blank[t]) for t, c in cams.maps.items()} if lesion_masks else {}
+    scores = {}
+    if lesion_masks is not None:
+        scores = {t: score_pointing(c, masks, cams.blank[t], tolerance) for t, c in cams.maps.items()}
     values = {t: scores[t].value if t in scores else None for t in cams.maps}
     return GradCamResult(layer.path, list(cams.maps), cams.maps, files[0], files[1], collage, values,
                          cams.skipped, cams.blank, scores)
@@ -157,8 +168,9 @@ def score_explanations(
     target_layer: str | None = None,
     batch_size: int = 32,
     class_source: ClassSource = "label",
-    method: CamMethod = "gradcam",
+    method: CamMethod = "layercam",
     min_map_size: int = MIN_MAP_SIZE,
+    tolerance: float = ZHANG_TOLERANCE,
 ) -> PointingReport:
     """The pointing game of each target over ``images`` (B, 3, H, W), in batches; nothing is written."""
     _check_grad_mode()
@@ -176,7 +188,7 @@ def score_explanations(
             cams = cam_batch(model, images[part].detach().to(device), layer, targets, classes, method)
             skipped.update(cams.skipped)
             for t, maps in cams.maps.items():
-                scores[t] = scores[t] + score_pointing(maps, list(masks[part]), cams.blank[t])
+                scores[t] = scores[t] + score_pointing(maps, list(masks[part]), cams.blank[t], tolerance)
     return PointingReport(layer.path, {t: s for t, s in scores.items() if t not in skipped}, skipped)
 
 

@@ -78,6 +78,7 @@ class EpochReporter:
         artifacts = list(write_report(report, folder))
         if self._explain_due(stage, epoch):
             artifacts += self._explain(stage, folder / "gradcam").artifacts()
+        if self._stage_end(stage, epoch):
             scored = self._score(stage)
             if scored is not None:
                 metrics.update(prefixed("val", scored.metrics()))
@@ -95,6 +96,10 @@ class EpochReporter:
         cfg = self.spec.explain
         return cfg.enabled and ((epoch + 1) % cfg.every == 0 or epoch + 1 == stage.epochs or self.dry_run)
 
+    def _stage_end(self, stage: StageConfig, epoch: int) -> bool:
+        """The pointing game is scored on a stage's last epoch (every epoch of a dry run)."""
+        return self.spec.explain.enabled and (epoch + 1 == stage.epochs or self.dry_run)
+
     def _explain(self, stage: StageConfig, out_dir: Path) -> GradCamResult:
         idx = self.samples
         images = torch.stack([self.data.val[i][0] for i in idx])
@@ -108,7 +113,7 @@ class EpochReporter:
             self.model, images.to(self.device), display, labels, [*stage.heads, ENSEMBLE], out_dir,
             target_layer=cfg.target_layer, lesion_masks=masks,
             names=[self.data.sample_name(i) for i in idx], class_names=self.data.class_names,
-            method=cfg.method, min_map_size=cfg.min_map_size,
+            method=cfg.method, min_map_size=cfg.min_map_size, tolerance=cfg.pointing_tolerance,
         )
 
     def pointing_indices(self) -> list[int]:
@@ -135,7 +140,7 @@ class EpochReporter:
         report = score_explanations(
             self.model, images, labels, masks, [*stage.heads, ENSEMBLE], target_layer=cfg.target_layer,
             batch_size=self.spec.train.eval_batch_size or self.spec.train.batch_size, method=cfg.method,
-            min_map_size=cfg.min_map_size,
+            min_map_size=cfg.min_map_size, tolerance=cfg.pointing_tolerance,
         )
         for target, score in report.scores.items():
             log.info("Grad-CAM %s at %s: pointing game %s on %d samples (chance %s, %d blank)", target,
