@@ -197,6 +197,6 @@ class MlflowSink(BaseSink):
                 if status == "completed" and self.params.log_model and self.run_dir and self.tracking_uri:
                     from qsight.sinks.run_model import log_mlflow_model
 
-                    log_mlflow_model(self.tracking_uri, self.run_id, self.run_dir, summary, self.params.register)
+                    log_mlflow_model(self.tracking_uri, self.run_id, self.run_dir, summary, self.params.register_as)
             finally:
                 self.client.set_terminated(self.run_id, TERMINAL.get(status, "FAILED"))

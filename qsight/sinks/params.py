@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from registry import Params
-
-# `register` (the MLflow sink's documented key) shadows ABCMeta.register, which no Params uses.
-warnings.filterwarnings("ignore", message='Field name "register" in "MlflowParams"', category=UserWarning)
 
 
 class SinkParams(Params):
@@ -60,4 +56,8 @@ class MlflowParams(SinkParams):
     log_artifacts: bool = Field(True, description="upload files such as checkpoints")
     tags: dict[str, str] = Field(default_factory=dict, description="extra run tags")
     log_model: bool = Field(True, description="log the model a completed run ends with as an MLflow Model (pyfunc)")
-    register: str | None = Field(None, description="also register that model under this name in the Model Registry")
+    # spelled `register` in specs; a field of that name would shadow pydantic's ABCMeta.register
+    register_as: str | None = Field(None, alias="register",
+                                    description="also register that model under this name in the Model Registry")
+
+    model_config = ConfigDict(validate_by_alias=True, validate_by_name=False, serialize_by_alias=True)
