@@ -70,15 +70,17 @@ def make_run(root: Path, images: int) -> tuple[Path, list[Path]]:
     return run, paths
 
 
-def best_of(fn: Callable[[], Any], repeat: int) -> float:
-    """Median seconds of `repeat` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def medians(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in interleaved rounds (after one warm-up round),
+    so that a load change on the machine falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeat + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -107,7 +109,6 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             for x in tensors:
                 model(x).ensemble.exp()
 
-    t_predict, t_plain, t_forward = (best_of(f, args.repeat) for f in (qsight_predict, plain, forward))
     exported = export_run(run, "onnx", tmp / "model.onnx", samples=min(n, 64))
     import onnxruntime as ort
 
@@ -115,7 +116,13 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     options.intra_op_num_threads = args.threads
     session = ort.InferenceSession(exported.file, options, providers=["CPUExecutionProvider"])
     arrays = [x.numpy() for x in tensors]
-    t_onnx = best_of(lambda: [session.run(None, {"images": a}) for a in arrays], args.repeat)
+
+    def onnx() -> None:
+        for a in arrays:
+            session.run(None, {"images": a})
+
+    t = medians({"predict": qsight_predict, "plain": plain, "forward": forward, "onnx": onnx}, args.repeat)
+    t_predict, t_plain, t_forward, t_onnx = t["predict"], t["plain"], t["forward"], t["onnx"]
     return {
         "images": n, "batch": bs, "image_size": size, "threads": args.threads, "repeat": args.repeat,
         "predict_ips": n / t_predict, "plain_ips": n / t_plain, "forward_ips": n / t_forward,
@@ -128,9 +135,9 @@ def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256, help="PNG files predicted")
+    parser.add_argument("--images", type=int, default=128, help="PNG files predicted")
     parser.add_argument("--batch", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (median reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds (medians reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()

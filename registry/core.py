@@ -92,7 +92,7 @@ class Entry(Generic[T]):
                 type_name, default = off.type_name(type_name), off.values[0] if default is None else default
             rows.append(
                 {
-                    "name": fname,
+                    "name": info.alias or fname,  # the spelling a spec uses
                     "type": type_name,
                     "required": info.is_required(),
                     "default": default,

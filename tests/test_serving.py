@@ -136,6 +136,34 @@ def test_evaluate_with_an_aer_sampler_writes_its_folder_and_logs_to_mlflow(train
     assert {"metrics.json", "evaluation.json", "confidence.csv"} <= files
 
 
+def test_evaluate_new_labelled_data_folder_and_csv(trained: Path, val_images: tuple[Path, Any],
+                                                   tmp_path: Path) -> None:
+    from qsight.serving.evaluate import evaluate_run
+
+    source, data = val_images
+    names = summary(trained)["class_names"]
+    by_class, aptos = tmp_path / "by-class", tmp_path / "aptos"
+    (aptos / "train_images").mkdir(parents=True)
+    rows = ["id_code,diagnosis"]
+    for i, label in enumerate(data.val_labels):
+        (by_class / names[label]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / f"v{i:03d}.png", by_class / names[label] / f"v{i:03d}.png")
+        shutil.copy(source / f"v{i:03d}.png", aptos / "train_images" / f"v{i:03d}.png")
+        rows.append(f"v{i:03d},{label}")
+    (aptos / "labels.csv").write_text("\n".join(rows) + "\n")
+    final = summary(trained)["final"]
+    for where in (by_class, aptos / "labels.csv"):
+        result = evaluate_run(trained, data=where, log_mlflow=False)
+        assert result.split == "test" and result.info["samples"] == len(data.val_labels)
+        assert result.info["data"] == str(where)
+        # the run's validation images as new data: the run's final validation metrics, under split "test"
+        for metric in ("accuracy", "qwk", "macro_f1"):
+            assert result.metrics[f"test/ensemble/{metric}"] == pytest.approx(final[f"val/ensemble/{metric}"], abs=1e-6)
+    (by_class / "grade-9").mkdir()
+    with pytest.raises(BadInputError, match="'grade-9' name no class"):
+        evaluate_run(trained, data=by_class, log_mlflow=False)
+
+
 def test_evaluate_test_split_of_a_run_without_one_is_bad_input(trained: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"  # the same weights, its spec without a held-out split
     shutil.copytree(trained, run, ignore=shutil.ignore_patterns("wandb", "evaluations", "exports"))

@@ -3,8 +3,9 @@
 The exported module maps normalised images (B, 3, S, S) to the class probabilities (B, K) of one
 output (the ensemble by default), the batch size left free. Quantum heads are simulated in real
 arithmetic (`real_circuit.RealCircuit`, the torch-exact statevector); a head trained or configured
-on another sampler (Qiskit, Aer) is exported through that same circuit with the same weights,
-which is exact where the sampler samples shots or adds noise: the export says so in its notes.
+on another sampler (Qiskit, Aer) is exported as its torch-exact equivalent, the same circuit with
+the same weights: exact probabilities where that sampler would sample shots or add noise (the
+export's notes say so).
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def export_run(
     tidy_empty_buffers(module)
     out = out or default_out(run_dir, fmt, output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = images[: max(2, min(len(images), 4))]
+    example = images[:4] if len(images) >= 2 else images.repeat(2, 1, 1, 1)  # a batch of 1 would be fixed
     if fmt == "onnx":
         write_onnx(module, example, out)
         got = run_onnx(out, images)

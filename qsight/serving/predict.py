@@ -149,7 +149,8 @@ def write_gradcam(
         chunk = done[start : start + batch_size]
         images = torch.stack([trained.load_image(r.path) for r in chunk]).to(trained.device)
         with cam_mode(trained.model):
-            cams = compute_cams(trained.model, images, {target: [r.grade(target) or 0 for r in chunk]}, layer)
+            predicted = [int(np.argmax(r.probs[target])) for r in chunk if r.probs is not None]
+            cams = compute_cams(trained.model, images, {target: predicted}, layer)
         for r, cam, name in zip(chunk, cams[target], names[start : start + batch_size], strict=True):
             picture = trained.display(r.path).permute(1, 2, 0).numpy()
             written.append(save_png(overlay(picture, cam), folder / f"{name}_gradcam.png"))
