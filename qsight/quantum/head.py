@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from qsight.models.global_batch import BatchShare, randn_share
 from qsight.quantum.base import QuantumSampler
 from qsight.quantum.circuits import CircuitSpec, build_circuit, readout_matrix, readout_width
 from qsight.quantum.params import QuantumHeadParams
@@ -36,6 +37,7 @@ class QuantumHead(nn.Module):
         # a buffer, so checkpoints, resumes and restored best epochs carry the temperature trained with
         self.register_buffer("temperature", torch.tensor(1.0))
         self.noise = 0.0
+        self.batch_share = BatchShare()  # under torchrun: noise drawn as one process would draw it
         self.n_inputs, self.n_weights = len(hc.inputs), len(hc.weights)
 
     temperature: Tensor
@@ -53,7 +55,7 @@ class QuantumHead(nn.Module):
         z = self.proj(self.norm(features))
         a = self.params.angle_scale * torch.tanh(z / self.temperature)
         if self.training and self.noise > 0:
-            a = a + self.noise * torch.randn_like(a)
+            a = a + self.noise * randn_share(a, self.batch_share)
         return a
 
     def forward(self, features: Tensor) -> Tensor:
