@@ -161,10 +161,10 @@ class Trainer:
         started, seen = time.perf_counter(), [0]
 
         def on_step(i: int, values: dict[str, float], n: int) -> None:
-            seen[0] += n
-            self.progress.advance(values, seen[0] / max(time.perf_counter() - started, 1e-9))
+            seen[0] += n * dist.world_size
+            mean = mean_over_processes(values, dist)  # the global batch's losses, as one process shows them
+            self.progress.advance(mean, seen[0] / max(time.perf_counter() - started, 1e-9))
             if (i + 1) % (self.spec.train.log_every * ctx.accumulation) == 0:
-                mean = mean_over_processes(values, dist)
                 step_metrics = {metric_key("train", loss_head(k), "loss"): v for k, v in mean.items()}
                 step_metrics["train/lr"] = float(ctx.optimizer.param_groups[0]["lr"])
                 self.reporter.log_step(step_metrics, self.state.global_step + (i + 1) // ctx.accumulation,
