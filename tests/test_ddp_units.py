@@ -20,6 +20,7 @@ from qsight.models.global_batch import BatchShare, ShareDropout, randn_share, sh
 from qsight.models.output import ModelOutput
 from qsight.training.distributed import (
     gather_rows,
+    global_weighted_mean,
     predict_split,
     prepare_model,
     reduce_epoch_stats,
@@ -63,6 +64,16 @@ def _train_two_steps(net: nn.Module, model: nn.Module, rows: slice) -> dict[str,
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _weighted_loss(info: DistInfo, rows: slice) -> torch.Tensor:
+    """A class-weighted cross-entropy of these rows, as the Trainer rescales it."""
+    logits, labels = torch.linspace(-1, 1, BATCH * 3).reshape(BATCH, 3), torch.tensor([0, 0, 0, 0, 0, 1, 2, 2])
+    weights = torch.tensor([0.2, 3.0, 1.0])
+    loss = nn.functional.cross_entropy(logits[rows], labels[rows], weight=weights)
+    scaled, parts = global_weighted_mean(loss, {"head": loss}, weights, labels[rows], info)
+    assert torch.equal(parts["head"], scaled)
+    return scaled.detach()
+
+
 def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     info = DistInfo(rank, WORLD)
@@ -81,9 +92,12 @@ def _worker(rank: int, port: int, out: str) -> None:
                                      device=torch.device("cpu"))
         stats = reduce_epoch_stats(EpochStats({"loss": 1.0 + rank}, samples=4 + 2 * rank, seconds=1.0 + rank), info)
         ragged = gather_rows(torch.full((rank + 1, 2), float(rank)), info)
+        weighted = _weighted_loss(info, slice(rank * n, (rank + 1) * n))
+        dist.all_reduce(weighted)
         if rank == 0:
             torch.save({"state": states[True], "per_process_bn": states[False], "probs": preds.probs["out"],
-                        "labels": preds.labels, "order": order, "stats": stats, "ragged": ragged}, out)
+                        "labels": preds.labels, "order": order, "stats": stats, "ragged": ragged,
+                        "weighted": weighted / WORLD}, out)
     finally:
         dist.destroy_process_group()
 
@@ -126,6 +140,8 @@ def test_two_processes_train_and_predict_as_one(two_processes: dict[str, Any],
     assert got["stats"].losses == {"loss": pytest.approx((1.0 * 4 + 2.0 * 6) / 10)}
     assert (got["stats"].samples, got["stats"].seconds) == (10, 2.0)
     assert got["ragged"].tolist() == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
+    # the processes' average of their rescaled class-weighted losses is the global batch's (DDP averages gradients)
+    assert float(got["weighted"]) == pytest.approx(float(_weighted_loss(DistInfo(), slice(None))), abs=1e-6)
 
 
 def test_per_process_batchnorm_is_what_differs(two_processes: dict[str, Any],

@@ -130,14 +130,18 @@ def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
             buf.data.copy_(t)
 
 
-def weight_share(local_weight: Tensor, info: DistInfo) -> Tensor:
-    """``world · local / Σ local`` over the processes: rescales a class-weighted mean loss so that
-    DDP's average of the processes' gradients is the gradient of the global batch's weighted mean."""
-    if not info.distributed:
-        return torch.ones((), dtype=local_weight.dtype, device=local_weight.device)
-    total = local_weight.detach().to(_comm_device(), torch.float64).reshape(1).clone()
+def global_weighted_mean(
+    loss: Tensor, parts: Mapping[str, Tensor], class_weights: Tensor | None, labels: Tensor, info: DistInfo
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Class-weighted mean losses of this share, rescaled so that the processes' average is the
+    global batch's weighted mean (each share's mean divides by its own weight sum, not the batch's)."""
+    if class_weights is None or not info.distributed:
+        return loss, dict(parts)
+    local = class_weights[labels].sum().detach().to(torch.float64)
+    total = local.to(_comm_device()).reshape(1).clone()
     dist.all_reduce(total)
-    return (local_weight.detach() * info.world_size / total.to(local_weight.device)).to(local_weight.dtype).reshape(())
+    k = (local * info.world_size / total.to(local.device).reshape(())).to(loss.dtype)
+    return loss * k, {n: v * k for n, v in parts.items()}
 
 
 def predict_split(

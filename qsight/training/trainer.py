@@ -18,7 +18,12 @@ from qsight.data.base import DataBundle
 from qsight.metric_names import loss_head, metric_key
 from qsight.models.hybrid import HybridModel
 from qsight.training.checkpoints import Checkpoint, CheckpointStore, TrainingParts
-from qsight.training.distributed import broadcast_buffers, mean_over_processes, reduce_epoch_stats, weight_share
+from qsight.training.distributed import (
+    broadcast_buffers,
+    global_weighted_mean,
+    mean_over_processes,
+    reduce_epoch_stats,
+)
 from qsight.training.feature_cache import FeatureDataset, compute_features
 from qsight.training.loop import StepContext, train_epoch
 from qsight.training.optim import make_optimizer, make_scheduler
@@ -153,10 +158,7 @@ class Trainer:
         def loss_fn(x: Any, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             out = net(x)
             loss, parts = model.loss(out, y, weights)
-            if weights is not None and dist.distributed:  # the global batch's class-weighted mean
-                k = weight_share(weights[y].sum(), dist)
-                loss, parts = loss * k, {n: v * k for n, v in parts.items()}
-            return loss, parts
+            return global_weighted_mean(loss, parts, weights, y, dist)
 
         started, seen = time.perf_counter(), [0]
 
