@@ -40,12 +40,12 @@ def test_resume_refuses_overrides_and_missing_checkpoints(tmp_path: Path) -> Non
 def test_two_process_ddp_matches_one_process_over_the_same_global_batch(tmp_path: Path, reports_root: Path) -> None:
     """torchrun with 2 CPU processes (gloo) gives the metrics of one process.
 
-    Augmentation is seeded per sample, so both see the same images; BatchNorm is
-    frozen and dropout/annealing noise off, since those draw per process.
+    Augmentation is seeded per sample, so both see the same images; dropout masks and the
+    quantum head's angle noise are drawn for the global batch, so both draw what one process
+    draws. The backbone (ReLU kinks: see test_ddp_equivalence) is frozen, so 1e-5 holds.
     """
     spec = tiny_spec(tmp_path, reports=reports_root, stages__0__epochs=1,
-                     stages__0__train=["neck", "heads.global", "heads.compressed", "combiner"],
-                     model__heads__compressed__dropout=0.0, stages__1__anneal__start_noise=0.0)
+                     stages__0__train=["neck", "heads.global", "heads.compressed", "combiner"])
     plain = tmp_path / "plain"
     res = cli("run", str(spec), "--run-dir", str(plain))
     assert res.returncode == 0, res.stderr[-2000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -122,9 +123,12 @@ def run(
         from qsight.experiment.launch import run_experiment
 
         result = run_experiment(spec, set_ or [], run_dir=run_dir, resume=resume, dry_run=dry_run)
-        out.print(f"run folder: {result.run_dir}", highlight=False)
+        speaks = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 speaks for the run
+        if speaks:
+            out.print(f"run folder: {result.run_dir}", highlight=False)
         if result.status != "completed":
-            err.print(f"[red]run {result.status}[/]: {result.message}", highlight=False)
+            if speaks:
+                err.print(f"[red]run {result.status}[/]: {result.message}", highlight=False)
             raise typer.Exit(1)
 
 

@@ -115,6 +115,9 @@ class TrainSpec(_Strict):
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     deterministic: bool = Field(True, description="deterministic algorithms (exact resume)")
     class_weighted_loss: bool = Field(False, description="weight the loss by inverse class frequency")
+    sync_batchnorm: bool = Field(
+        True, description="under torchrun: BatchNorm statistics over the global batch (all processes)"
+    )
     log_every: int = Field(10, ge=1, description="training batches between metric lines")
     limit_batches: Annotated[int | None, Off("off")] = Field(
         None, ge=1, description='cap batches per epoch (quick runs); "off" (default): no cap'

@@ -26,6 +26,7 @@ from qsight.models.normalization import backbone_normalization
 from qsight.runs.layout import RunLayout, write_atomic
 from qsight.sinks import RunInfo, SinkSet, build_sinks
 from qsight.training.checkpoints import CheckpointStore
+from qsight.training.distributed import prepare_model
 from qsight.training.parallel import DistInfo, init_distributed, shutdown_distributed
 from qsight.training.progress import make_progress
 from qsight.training.reporting import EpochReporter
@@ -57,6 +58,13 @@ def build_data(spec: ExperimentSpec) -> DataBundle:
 def build_hybrid(spec: ExperimentSpec, num_classes: int, device: torch.device) -> HybridModel:
     """The HybridModel of ``[model]`` on `device`."""
     return build_model(spec.model, num_classes).to(device)
+
+
+def check_world(spec: ExperimentSpec, dist: DistInfo) -> None:
+    """Every process takes an equal share of each global batch."""
+    if spec.train.batch_size % dist.world_size:
+        raise BadInputError(f"train.batch_size: {spec.train.batch_size} does not split evenly over "
+                            f"{dist.world_size} processes")
 
 
 def _shared_folder(folder: Path, dist: DistInfo) -> Path:
@@ -91,11 +99,16 @@ class Experiment:
         """
         device = choose_device(spec.train.device, _local_rank())
         dist = init_distributed(device)
+        check_world(spec, dist)
         run_dir = _shared_folder(run_dir, dist)
         set_deterministic(spec.train.deterministic)
         seed_everything(spec.seed)
         data = build_data(spec)
         model = build_hybrid(spec, data.num_classes, device)
+        changed = prepare_model(model, dist, sync_bn=spec.train.sync_batchnorm)
+        if changed:
+            log.info("%d processes: BatchNorm over the global batch in %s; global-batch random draws in %s",
+                     dist.world_size, changed["batchnorm"] or "no layer", changed["random"] or "no layer")
         sinks = None
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +116,7 @@ class Experiment:
                            resumed=resumed, dry_run=dry_run)
             sinks = build_sinks(spec.sinks, info)
             sinks.write_environment(_environment_extra(spec, model, device, dist, data))
-        reporter = EpochReporter(spec, data, model, sinks, run_dir, device, dry_run=dry_run)
+        reporter = EpochReporter(spec, data, model, sinks, run_dir, device, dist=dist, dry_run=dry_run)
         store = CheckpointStore(run_dir)
         trainer = Trainer(spec, data, model, reporter, store, device=device, dist=dist,
                           progress=make_progress(progress and dist.is_main), dry_run=dry_run)
@@ -221,6 +234,7 @@ def _environment_extra(spec: ExperimentSpec, model: HybridModel, device: torch.d
         "seed": spec.seed,
         "device": str(device),
         "world_size": dist.world_size,
+        "sync_batchnorm": dist.distributed and spec.train.sync_batchnorm,
         "quantum": heads,
         "num_classes": data.num_classes,
         "train_size": len(data.train_labels),

@@ -51,6 +51,21 @@ def resolve_run(
     return spec, run_dir, False
 
 
+def _follower_run(
+    spec_path: Path | None, overrides: Sequence[str], run_dir: Path | None, resume: Path | None
+) -> tuple[ExperimentSpec, Path, bool]:
+    """`resolve_run` for a torchrun process other than rank 0: the same spec, no checks, nothing created.
+
+    The folder is a placeholder when rank 0 names it (`Experiment.build` takes rank 0's).
+    """
+    if resume is not None:
+        return load_spec(RunLayout(resume).spec), resume, True
+    if spec_path is None:
+        raise BadInputError("no experiment spec given, and no run folder to resume")
+    spec = load_spec(spec_path, overrides)
+    return spec, run_dir or Path(spec.output.root) / "runs" / spec.name / "pending", False
+
+
 def _resumable(folder: Path, spec_path: Path | None) -> ExperimentSpec:
     """The spec of a run that may be resumed: interrupted (not live, not finished), same spec if one is given."""
     layout = RunLayout(folder)
@@ -150,11 +165,14 @@ def run_experiment(
     `tags` (e.g. a sweep's name and trial) go to environment.json and summary.json; `epoch_hooks`
     are called after every epoch with (stage, epoch, metrics) and may stop the run (`RunStoppedError`).
     """
-    spec, folder, resuming = resolve_run(spec_path, overrides, run_dir, resume)
+    main = os.environ.get("RANK", "0") == "0"
+    if main:
+        spec, folder, resuming = resolve_run(spec_path, overrides, run_dir, resume)
+    else:  # rank 0 checks and creates the folder; the others learn its name from rank 0 and write nothing
+        spec, folder, resuming = _follower_run(spec_path, overrides, run_dir, resume)
     from qsight.experiment.build import Experiment
     from qsight.models.probe import probe_spec
 
-    main = os.environ.get("RANK", "0") == "0"
     with run_log(folder) if main else nullcontext():
         log.info("%s run %s of %s in %s", "resuming" if resuming else "starting", folder.name, spec.name, folder)
         probe_spec(spec)
@@ -164,7 +182,8 @@ def run_experiment(
             exp.tag(tags)
         if resuming:
             state = exp.resume()
-            trim_metrics(folder, spec, state.stage_index, state.epoch)
+            if main:
+                trim_metrics(folder, spec, state.stage_index, state.epoch)
         return exp.execute()
 
 

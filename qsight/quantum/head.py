@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from qsight.models.global_batch import BatchShare, randn_share
 from qsight.quantum.base import QuantumSampler
 from qsight.quantum.circuits import CircuitSpec, build_circuit, readout_matrix, readout_width
 from qsight.quantum.params import QuantumHeadParams
@@ -41,6 +42,7 @@ class QuantumHead(nn.Module):
         # a buffer, so checkpoints, resumes and restored best epochs carry the temperature trained with
         self.register_buffer("temperature", torch.tensor(1.0, dtype=self.dtype))
         self.noise = 0.0
+        self.batch_share = BatchShare()  # under torchrun: noise drawn as one process would draw it
         self.n_inputs, self.n_weights = len(hc.inputs), len(hc.weights)
         for module in (self.norm, self.proj, self.readout, self.residual):  # initialised in float32, then cast
             if module is not None:
@@ -61,7 +63,7 @@ class QuantumHead(nn.Module):
         z = self.proj(self.norm(features.to(self.dtype)))
         a = self.params.angle_scale * torch.tanh(z / self.temperature)
         if self.training and self.noise > 0:  # float32 draws: the same noise at any precision
-            a = a + self.noise * torch.randn(a.shape, device=a.device).to(a.dtype)
+            a = a + self.noise * randn_share(a, self.batch_share)
         return a
 
     def forward(self, features: Tensor) -> Tensor:

@@ -6,7 +6,10 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from qsight.training.distributed import gather_features, gather_rows, shard
+from qsight.training.parallel import DistInfo
 
 
 class FeatureDataset(Dataset[tuple[dict[str, Tensor], int]]):
@@ -30,13 +33,20 @@ def compute_features(
     batch_size: int,
     device: torch.device,
     num_workers: int = 0,
+    dist: DistInfo | None = None,
 ) -> FeatureDataset:
-    """Run `features` (the model in eval mode) once over `dataset`, keeping results on CPU."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    """Run `features` (the model in eval mode) once over `dataset`, keeping results on CPU.
+
+    Under torchrun each process computes its share and every process gets the whole set.
+    """
+    info = dist or DistInfo()
+    part = Subset(dataset, shard(len(dataset), info)) if info.distributed else dataset  # type: ignore[arg-type]
+    loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     chunks: dict[str, list[Tensor]] = {}
     labels: list[Tensor] = []
     for x, y in loader:
         for k, v in features(x.to(device)).items():
             chunks.setdefault(k, []).append(v.detach().float().cpu())
         labels.append(torch.as_tensor(y))
-    return FeatureDataset({k: torch.cat(v) for k, v in chunks.items()}, torch.cat(labels))
+    feats = gather_features({k: torch.cat(v) for k, v in chunks.items()}, info)
+    return FeatureDataset(feats, gather_rows(torch.cat(labels), info))

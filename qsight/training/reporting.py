@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from qsight.config.spec import ExperimentSpec, StageConfig
 from qsight.data.base import DataBundle
 from qsight.evaluation import (
+    EvalReport,
     GradCamResult,
     PointingReport,
     choose_samples,
@@ -26,13 +27,19 @@ from qsight.evaluation import (
 from qsight.metric_names import ENSEMBLE, loss_head, metric_key, prefixed
 from qsight.runs.layout import RunLayout
 from qsight.sinks.fanout import SinkSet
-from qsight.training.loop import EpochStats, predict
+from qsight.training.distributed import broadcast_from_main, predict_split, unwrap
+from qsight.training.loop import EpochStats
+from qsight.training.parallel import DistInfo
 
 log = logging.getLogger("qsight.training")
 
 
 class EpochReporter:
-    """Turns one validation pass into metrics and artifacts; only the main process writes."""
+    """Turns one validation pass into metrics and artifacts; only the main process evaluates and writes.
+
+    Under torchrun each process predicts its share of the split; rank 0 evaluates the
+    gathered predictions of the whole split and every process gets its metrics.
+    """
 
     def __init__(
         self,
@@ -43,10 +50,12 @@ class EpochReporter:
         run_dir: Path,
         device: torch.device,
         *,
+        dist: DistInfo | None = None,
         dry_run: bool = False,
     ) -> None:
         self.spec, self.data, self.model, self.sinks = spec, data, model, sinks
         self.run_dir, self.device, self.dry_run = run_dir, device, dry_run
+        self.dist = dist or DistInfo()
         self.samples = choose_samples(list(data.val_labels), spec.explain.samples, seed=spec.seed)
         self._pointing: list[int] | None = None
 
@@ -61,19 +70,27 @@ class EpochReporter:
         self, stage: StageConfig, epoch: int, stats: EpochStats, step: int, val_set: Dataset[Any],
         net: nn.Module, *, cached: bool,
     ) -> dict[str, float]:
-        """Validation metrics (``val/<head>/<metric>``) plus the epoch's training losses."""
+        """Validation metrics (``val/<head>/<metric>``) plus the epoch's training losses (every process)."""
         net.eval()
         bs = self.spec.train.eval_batch_size or self.spec.train.batch_size
-        loader = DataLoader(val_set, batch_size=bs, shuffle=False, num_workers=self.spec.train.num_workers)
-        preds = predict(net, loader, self.device, limit=1 if self.dry_run else None)
-        n = len(preds.labels)
-        report = evaluate(preds.labels, preds.probs, self.data.class_names, list(self.data.val_ids)[:n])
-        metrics = prefixed("val", {k: float(v) for k, v in report.metrics.items()})
-        metrics.update({metric_key("train", loss_head(k), "loss"): v for k, v in stats.losses.items()})
-        metrics["train/epoch_seconds"] = stats.seconds
-        metrics["train/samples_per_second"] = stats.samples / max(stats.seconds, 1e-9)
+        preds, order = predict_split(unwrap(net), val_set, self.dist, batch_size=bs, device=self.device,
+                                     num_workers=self.spec.train.num_workers, limit=bs if self.dry_run else None)
+        metrics: dict[str, float] | None = None
+        if self.dist.is_main:
+            ids = [self.data.val_ids[i] for i in order]
+            report = evaluate(preds.labels, preds.probs, self.data.class_names, ids)
+            metrics = prefixed("val", {k: float(v) for k, v in report.metrics.items()})
+            metrics.update({metric_key("train", loss_head(k), "loss"): v for k, v in stats.losses.items()})
+            metrics["train/epoch_seconds"] = stats.seconds
+            metrics["train/samples_per_second"] = stats.samples / max(stats.seconds, 1e-9)
+            self._write(stage, epoch, step, report, metrics)
+        out: dict[str, float] = broadcast_from_main(metrics, self.dist)
+        return out
+
+    def _write(self, stage: StageConfig, epoch: int, step: int, report: EvalReport, metrics: dict[str, float]) -> None:
+        """Artifacts (and Grad-CAM metrics, added to `metrics`) to the run folder and the sinks."""
         if self.sinks is None:
-            return metrics
+            return
         folder = RunLayout(self.run_dir).epoch_dir(stage.name, epoch + 1)
         artifacts = list(write_report(report, folder))
         if self._explain_due(stage, epoch):
@@ -90,7 +107,6 @@ class EpochReporter:
                 self.sinks.log_image(key, art.path, step)
             else:
                 self.sinks.log_table(key, art.path, step)
-        return metrics
 
     def _explain_due(self, stage: StageConfig, epoch: int) -> bool:
         cfg = self.spec.explain

@@ -18,6 +18,12 @@ from qsight.data.base import DataBundle
 from qsight.metric_names import loss_head, metric_key
 from qsight.models.hybrid import HybridModel
 from qsight.training.checkpoints import Checkpoint, CheckpointStore, TrainingParts
+from qsight.training.distributed import (
+    broadcast_buffers,
+    global_weighted_mean,
+    mean_over_processes,
+    reduce_epoch_stats,
+)
 from qsight.training.feature_cache import FeatureDataset, compute_features
 from qsight.training.loop import StepContext, train_epoch
 from qsight.training.optim import make_optimizer, make_scheduler
@@ -154,26 +160,28 @@ class Trainer:
         loader = self._loader(dataset, sampler)
         limit = self._limit()
         self.progress.start_epoch(plan.stage.name, epoch, plan.stage.epochs, min(len(sampler), limit or len(sampler)))
-        model = self.model
+        model, weights, dist = self.model, self.class_weights, self.dist
 
         def loss_fn(x: Any, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             out = net(x)
-            loss, parts = model.loss(out, y, self.class_weights)
-            return loss, parts
+            loss, parts = model.loss(out, y, weights)
+            return global_weighted_mean(loss, parts, weights, y, dist)
 
         started, seen = time.perf_counter(), [0]
 
         def on_step(i: int, values: dict[str, float], n: int) -> None:
-            seen[0] += n
-            self.progress.advance(values, seen[0] / max(time.perf_counter() - started, 1e-9))
+            seen[0] += n * dist.world_size
+            mean = mean_over_processes(values, dist)  # the global batch's losses, as one process shows them
+            self.progress.advance(mean, seen[0] / max(time.perf_counter() - started, 1e-9))
             if (i + 1) % (self.spec.train.log_every * ctx.accumulation) == 0:
-                step_metrics = {metric_key("train", loss_head(k), "loss"): v for k, v in values.items()}
+                step_metrics = {metric_key("train", loss_head(k), "loss"): v for k, v in mean.items()}
                 step_metrics["train/lr"] = float(ctx.optimizer.param_groups[0]["lr"])
                 self.reporter.log_step(step_metrics, self.state.global_step + (i + 1) // ctx.accumulation,
                                        plan.stage.name, epoch)
 
         net.train()
-        stats = train_epoch(loss_fn, loader, ctx, on_step=on_step, limit=limit)
+        stats = reduce_epoch_stats(train_epoch(loss_fn, loader, ctx, on_step=on_step, limit=limit), dist)
+        broadcast_buffers(self.model, dist)  # evaluation agrees even without synchronised BatchNorm
         self.state.global_step += stats.steps
         self.progress.end_epoch()
         return stats
@@ -201,9 +209,9 @@ class Trainer:
         bs = self.spec.train.eval_batch_size or self.spec.train.batch_size
         workers = self.spec.train.num_workers
         train = compute_features(self.model.features, self.data.train_plain, batch_size=bs,
-                                 device=self.device, num_workers=workers)
+                                 device=self.device, num_workers=workers, dist=self.dist)
         val = compute_features(self.model.features, self.data.val, batch_size=bs, device=self.device,
-                               num_workers=workers)
+                               num_workers=workers, dist=self.dist)
         return train, val
 
     def _wrap(self, plan: StagePlan) -> nn.Module:
