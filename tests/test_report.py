@@ -106,6 +106,16 @@ def test_header_best_epochs_spec_and_environment(run_dir: Path, page: str) -> No
     assert env["git"]["commit"] in page and env["packages"]["torch"] in page
 
 
+def test_circuit_cost_table_shows_summary_quantum(run_dir: Path, page: str) -> None:
+    cost = summary(run_dir)["quantum"]["quantum"]
+    table = next(t for t in tables(page) if t[0] == ["", "quantum"])
+    rows = {row[0]: row[1] for row in table[1:]}
+    assert rows["qubits"] == str(cost["qubits"]) and rows["backend"] == cost["backend"]
+    assert rows["transpiled two-qubit gates"] == str(cost["transpiled_two_qubit_gates"])
+    assert rows["estimated fidelity"] == f"{cost['estimated_fidelity']:.4f}" and rows["shots"] == "exact"
+    assert "no device chosen" in page
+
+
 def test_images_are_embedded_valid_pngs(page: str) -> None:
     images = pngs(page)
     # learning curves, a confusion matrix per head, the Grad-CAM collage, a test confusion matrix per head
@@ -293,7 +303,7 @@ def test_page_loads_cleanly_in_headless_chromium(page: str, run_dir: Path, tmp_p
     shutil.copy(run_dir / "report.html", moved)
     title, images, found = load(moved, tmp_path / "profile")
     assert title.startswith("smoke")
-    assert len(images) == len(pngs(page)) >= 6  # curves, each head's confusion (validation and test)
+    assert len(images) == len(pngs(page)) == 2 + 2 * len(ALL_HEADS)  # as in test_images_are_embedded_valid_pngs
     assert all(done and width > 0 and height > 0 for done, width, height, _ in images), images
     assert found == []
 

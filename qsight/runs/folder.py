@@ -177,6 +177,12 @@ class RunFolder:
         counts = (self.summary or {}).get("parameters")
         return {str(k): int(v) for k, v in counts.items() if isinstance(v, int)} if isinstance(counts, dict) else {}
 
+    @property
+    def quantum_costs(self) -> dict[str, dict[str, Any]]:
+        """The circuit cost report per quantum head, from summary.json."""
+        costs = (self.summary or {}).get("quantum")
+        return {str(k): v for k, v in costs.items() if isinstance(v, dict)} if isinstance(costs, dict) else {}
+
     def stage_epochs(self) -> list[StageEpochs]:
         """Per stage, in spec order: its validation epochs and the best one by the stage's monitor."""
         out = []

@@ -50,8 +50,8 @@ def write_report(run: RunFolder, out: Path | None = None) -> Path:
 
 def render_report(run: RunFolder) -> str:
     """The page's HTML text."""
-    sections = (_header(run), _final_metrics(run), _test_split(run), _best_epochs(run), _curves(run),
-                _confusions(run), _gradcam(run), _spec(run), _environment(run))
+    sections = (_header(run), _final_metrics(run), _test_split(run), _circuit_costs(run), _best_epochs(run),
+                _curves(run), _confusions(run), _gradcam(run), _spec(run), _environment(run))
     title = escape(f"{run.experiment} · {run.run_id}")
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
@@ -191,6 +191,39 @@ def _test_split(run: RunFolder) -> str:
     if figures:
         parts.append('<div class="pair">' + "".join(figures) + "</div>")
     return "\n".join(parts)
+
+
+COST_ROWS = (
+    ("qubits", "qubits"), ("parameters", "circuit parameters"), ("depth", "depth"),
+    ("two_qubit_gates", "two-qubit gates"), ("backend", "backend"), ("transpiled_depth", "transpiled depth"),
+    ("transpiled_two_qubit_gates", "transpiled two-qubit gates"), ("estimated_fidelity", "estimated fidelity"),
+    ("shots", "shots"), ("circuits_per_epoch", "circuits per training epoch on hardware"),
+)
+
+
+def _circuit_costs(run: RunFolder) -> str:
+    """Per quantum head: its circuit's size, and what it would cost on the chosen (or reference) device."""
+    costs = run.quantum_costs
+    if not costs:
+        return ""
+    heads = list(costs)
+    rows = [[label, *(_cost_cell(costs[h], key) for h in heads)] for key, label in COST_ROWS]
+    errors = [f"{h}: {c['error']}" for h, c in costs.items() if "error" in c]
+    reference = [h for h, c in costs.items() if c.get("reference_backend")]
+    note = (f"<p>{escape(', '.join(reference))}: no device chosen; transpiled for the reference device "
+            f"{escape(str(costs[reference[0]].get('backend')))}. Fidelity is estimated from the device's gate "
+            "and readout errors.</p>") if reference else ""
+    return ("<h2>Quantum circuit cost</h2>\n" + note + _table(["", *heads], rows)
+            + "".join(_missing(e) for e in errors))
+
+
+def _cost_cell(cost: dict[str, Any], key: str) -> str:
+    value = cost.get(key)
+    if value is None:
+        return "exact" if key == "shots" and "error" not in cost else "–"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
 def _ci_text(ci: Any) -> str:
