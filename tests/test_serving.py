@@ -120,7 +120,7 @@ def test_evaluate_with_an_aer_sampler_writes_its_folder_and_logs_to_mlflow(train
     assert folder.parent == trained / "evaluations"
     info = json.loads((folder / "evaluation.json").read_text())
     assert info["overrides"] == [AER] and info["samplers"] == {"quantum": "aer"}
-    assert info["split"] == "val" and info["samples"] == 24 and info["checkpoint"].endswith("best.pt")
+    assert info["split"] == "val" and info["samples"] == 24 and info["checkpoint"].endswith("last.pt")
     for name in ("metrics.json", "confidence.csv", "confusion_ensemble.csv", "confusion_quantum.png"):
         assert (folder / name).is_file(), name
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -162,6 +162,22 @@ def test_evaluate_new_labelled_data_folder_and_csv(trained: Path, val_images: tu
     (by_class / "grade-9").mkdir()
     with pytest.raises(BadInputError, match="'grade-9' name no class"):
         evaluate_run(trained, data=by_class, log_mlflow=False)
+
+
+def test_evaluate_test_split_reproduces_the_runs_test_figures(trained: Path) -> None:
+    """By default the model the run ended with (last.pt, not the best epoch of the last stage): the test
+    split's values, intervals and paired differences of summary.json again."""
+    done = cli("evaluate", str(trained), "--split", "test", "--device", "cpu", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result, ran = json.loads(done.stdout), summary(trained)
+    assert result["metrics"] == pytest.approx(ran["test"], abs=1e-9)
+    assert result["ci"].keys() == ran["test_ci"].keys() and len(result["ci"]) > 10
+    for key, (low, high) in ran["test_ci"].items():
+        assert result["ci"][key] == pytest.approx([low, high], abs=1e-9), key
+    for pair, d in ran["test_paired"].items():
+        assert result["paired"][pair]["qwk_diff"] == pytest.approx(d["qwk_diff"], abs=1e-9), pair
+    folder = Path(result["folder"])
+    assert {"intervals.csv", "paired.csv", "intervals.json"} <= {p.name for p in folder.iterdir()}
 
 
 def test_evaluate_test_split_of_a_run_without_one_is_bad_input(trained: Path, tmp_path: Path) -> None:
@@ -263,7 +279,7 @@ def test_the_run_logged_a_wandb_model_artifact_with_aliases_and_final_metrics(tr
     final = summary(trained)["final"]
     assert metadata["final"]["val/ensemble/qwk"] == pytest.approx(final["val/ensemble/qwk"])
     assert metadata["class_names"] == summary(trained)["class_names"]
-    assert {e.path for e in art.manifest.contents} == {"checkpoints/best.pt", "spec.toml"}
+    assert {e.path for e in art.manifest.contents} == {"checkpoints/last.pt", "spec.toml"}
 
 
 class _Payload:
@@ -281,14 +297,14 @@ def test_checkpoints_are_loaded_weights_only(trained: Path, tmp_path: Path) -> N
 
     copy = tmp_path / "tampered"
     shutil.copytree(trained, copy, ignore=shutil.ignore_patterns("wandb", "visualizations", "exports"))
-    state = torch.load(copy / "checkpoints" / "best.pt", weights_only=True)
+    state = torch.load(copy / "checkpoints" / "last.pt", weights_only=True)
     marker = tmp_path / "pwned"
     state["evil"] = _Payload(marker)
-    with (copy / "checkpoints" / "best.pt").open("wb") as fh:
+    with (copy / "checkpoints" / "last.pt").open("wb") as fh:
         torch.save(state, fh)
     with pytest.raises(BadInputError, match="cannot read checkpoint"):
         load_trained(copy)
     assert not marker.exists()
-    assert load_trained(copy, checkpoint="last").checkpoint.path.name == "last.pt"
-    torch.load(copy / "checkpoints" / "best.pt", weights_only=False)  # what a pickle load would have done
+    assert load_trained(copy, checkpoint="best").checkpoint.path.name == "best.pt"
+    torch.load(copy / "checkpoints" / "last.pt", weights_only=False)  # what a pickle load would have done
     assert marker.exists()

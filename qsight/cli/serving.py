@@ -25,7 +25,8 @@ SetOpt = Annotated[
                  help="Override the run's spec, e.g. --set 'model.heads.quantum.sampler={type=\"aer\", shots=1024}'."),
 ]
 CheckpointOpt = Annotated[
-    str, typer.Option("--checkpoint", help="best (best epoch of the last stage), last, or a checkpoint file.")
+    str, typer.Option("--checkpoint", help="last: the model the run ended with (as in its summary); best: "
+                      "the best epoch of the latest stage that improved; or a checkpoint file.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")]
 SHOWN = ("accuracy", "balanced_accuracy", "macro_f1", "qwk", "referable_auc", "ece")
@@ -74,7 +75,7 @@ def predict(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 32,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Image-decoding processes.")] = 0,
     device: DeviceOpt = "auto",
-    checkpoint: CheckpointOpt = "best",
+    checkpoint: CheckpointOpt = "last",
     root: RootOpt = DEFAULT_ROOT,
 ) -> None:
     """Grade new images with a trained run: one CSV row per image (path, grade, referable, p_<class>..., error).
@@ -124,7 +125,7 @@ def evaluate(
     data: Annotated[Path | None, typer.Option(
         "--data", help="A new labelled dataset: a folder of class sub-folders, or a labels CSV.")] = None,
     set_: SetOpt = None,
-    checkpoint: CheckpointOpt = "best",
+    checkpoint: CheckpointOpt = "last",
     device: DeviceOpt = "auto",
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
@@ -144,7 +145,8 @@ def evaluate(
         result = evaluate_run(run_dir, split=split, data=data, overrides=set_ or [], checkpoint=checkpoint,
                               device=device, batch_size=batch_size)
         if as_json:
-            typer.echo(json.dumps({"id": result.id, "folder": str(result.folder), "metrics": result.metrics}, indent=2))
+            typer.echo(json.dumps({"id": result.id, "folder": str(result.folder), "metrics": result.metrics,
+                                   "ci": result.ci, "paired": result.paired}, indent=2))
             return
         _print_evaluation(result)
 
@@ -158,9 +160,19 @@ def _print_evaluation(result: Evaluation) -> None:
     table.add_column("head", style="bold cyan")
     for m in columns:
         table.add_column(m, justify="right")
+    if result.ci:
+        table.add_column("qwk 95 % CI", justify="right")
     for head_name, values in grouped.items():
-        table.add_row(head_name, *(f"{values[m]:.3f}" if m in values else "-" for m in columns))
+        cells = [f"{values[m]:.3f}" if m in values else "-" for m in columns]
+        if result.ci:
+            low_high = result.ci.get(f"{result.split}/{head_name}/qwk")
+            cells.append(f"[{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else "-")
+        table.add_row(head_name, *cells)
     out.print(table)
+    for pair, d in result.paired.items():
+        ci = d.get("ci")
+        shown = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "no interval"
+        out.print(f"qwk difference {pair}: {d['qwk_diff']:+.3f} {shown}", highlight=False)
     if result.info.get("samplers"):
         out.print("samplers: " + ", ".join(f"{h}={s}" for h, s in result.info["samplers"].items()), highlight=False)
     logged = f" (MLflow run {result.info['mlflow_run']})" if result.info.get("mlflow_run") else ""
@@ -174,7 +186,7 @@ def export(
     head: Annotated[str, typer.Option("--head", help="Export one head's probabilities instead of the ensemble.")]
     = "ensemble",
     samples: Annotated[int, typer.Option("--samples", min=1, help="Validation images the check compares.")] = 64,
-    checkpoint: CheckpointOpt = "best",
+    checkpoint: CheckpointOpt = "last",
     as_json: Annotated[bool, typer.Option("--json", help='Print {"format", "file", "max_abs_diff", "samples"}.')]
     = False,
     root: RootOpt = DEFAULT_ROOT,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ class Evaluation:
     metrics: dict[str, float]
     report: EvalReport
     info: dict[str, Any]
+    ci: dict[str, list[float]] = field(default_factory=dict)  # [low, high] per metric, where the run has them
+    paired: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def evaluate_run(
     split: str | None = None,
     data: Path | None = None,
     overrides: Sequence[str] = (),
-    checkpoint: str = "best",
+    checkpoint: str = "last",
     device: str = "cpu",
     batch_size: int | None = None,
     log_mlflow: bool = True,
@@ -149,6 +151,7 @@ def evaluate_run(
     write_report(report, folder)
     info = {"id": evaluation_id, "created": datetime.now(UTC).isoformat(), "split": name, "data": target.source,
             "samples": len(target.labels), "samplers": samplers(trained), **describe(trained)}
+    ci, paired = _intervals(trained, report, name, folder)
     write_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_atomic(folder / "evaluation.json", json.dumps(info, indent=2) + "\n")
     if log_mlflow:
@@ -157,4 +160,27 @@ def evaluate_run(
         info["mlflow_run"] = log_evaluation(trained, evaluation_id, metrics, folder)
         write_atomic(folder / "evaluation.json", json.dumps(info, indent=2) + "\n")
     log.info("evaluation %s of %s: %s", evaluation_id, run_dir, folder)
-    return Evaluation(evaluation_id, folder, name, metrics, report, info)
+    return Evaluation(evaluation_id, folder, name, metrics, report, info, ci, paired)
+
+
+def _intervals(trained: TrainedModel, report: EvalReport, split: str,
+               folder: Path) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]]]:
+    """Bootstrap intervals and paired differences, as the run's test split has them (the run's seed and
+    resample count); written to ``intervals.csv``, ``paired.csv`` and ``intervals.json``. None for a run
+    that computed none."""
+    from qsight.evaluation.bootstrap import bootstrap
+    from qsight.evaluation.intervals import interval_entries, paired_entries, write_intervals, write_paired
+    from qsight.runs.layout import INTERVALS, PAIRED
+
+    try:
+        summary = json.loads(RunLayout(trained.run_dir).summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    if not summary.get("test_ci"):
+        return {}, {}
+    boot = bootstrap(report.labels, report.probs, report.metrics, seed=trained.spec.seed)
+    write_intervals(report, boot, split, folder / INTERVALS)
+    write_paired(boot, folder / PAIRED)
+    ci, paired = interval_entries(split, boot), paired_entries(boot)
+    write_atomic(folder / "intervals.json", json.dumps({"ci": ci, "paired": paired}, indent=2) + "\n")
+    return ci, paired

@@ -196,7 +196,7 @@ def default_out(run_dir: Path, fmt: Format, output: str) -> Path:
 
 def export_run(
     run_dir: Path, fmt: Format = "onnx", out: Path | None = None, *, output: str = ENSEMBLE,
-    checkpoint: str = "best", samples: int = 64, overrides: Sequence[str] = (),
+    checkpoint: str = "last", samples: int = 64, overrides: Sequence[str] = (),
 ) -> ExportResult:
     """Export `output` (a head or the ensemble) of a run and check the file against torch on `samples` images."""
     if fmt not in FORMATS:

@@ -32,20 +32,21 @@ from qsight.training.checkpoints import Checkpoint, CheckpointStore, read_checkp
 log = logging.getLogger("qsight.serving")
 
 #: Named checkpoints of a run: ``best`` (best epoch of the last stage; what a run uploads) and ``last``.
-CHECKPOINT_NAMES = ("best", "last")
+CHECKPOINT_NAMES = ("last", "best")
 Triple = tuple[float, float, float]
 #: The normalisation every built-in dataset applies (ImageNet statistics).
 MEAN: Triple = (0.485, 0.456, 0.406)
 STD: Triple = (0.229, 0.224, 0.225)
 
 
-def checkpoint_path(run_dir: Path, which: str = "best") -> Path:
-    """``best`` (``last.pt`` when a run has no ``best.pt``), ``last``, or a path to a checkpoint file."""
+def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
+    """``last``: the model the run ended with (after any restore_best; what its summary and test split
+    describe), ``best``: the best epoch of the latest stage that improved, each standing in for the
+    other when absent; or a path to a checkpoint file."""
     store = CheckpointStore(run_dir)
-    if which == "best":
-        return store.best if store.best.is_file() else store.last
-    if which == "last":
-        return store.last
+    if which in CHECKPOINT_NAMES:
+        wanted, other = (store.last, store.best) if which == "last" else (store.best, store.last)
+        return wanted if wanted.is_file() or not other.is_file() else other
     return Path(which)
 
 
@@ -154,7 +155,7 @@ def active_heads(spec: ExperimentSpec, stage: str) -> tuple[str, ...]:
 
 
 def load_trained(
-    run_dir: Path, overrides: Sequence[str] = (), *, checkpoint: str = "best", device: str = "cpu"
+    run_dir: Path, overrides: Sequence[str] = (), *, checkpoint: str = "last", device: str = "cpu"
 ) -> TrainedModel:
     """Rebuild a run's model from its spec (plus `overrides`) and fill it from a weights-only checkpoint."""
     layout = RunLayout(run_dir)

@@ -1,9 +1,9 @@
 """A trained run as an MLflow pyfunc model.
 
 The model's one artifact, ``run``, is a minimal run folder (``spec.toml``, ``summary.json``,
-``checkpoints/best.pt``); loading it goes through `qsight.serving.loader` like every other use of
-a trained run (weights-only checkpoint). Input: normalised images, a float32 array (N, 3, S, S) as
-`TrainedModel.load_image` makes them. Output: one row per image, ``grade`` (the ensemble's
+``checkpoints/last.pt``: the model the run ended with); loading it goes through `qsight.serving.loader`
+like every other use of a trained run (weights-only checkpoint). Input: normalised images, a float32
+array (N, 3, S, S) as `TrainedModel.load_image` makes them. Output: one row per image, ``grade`` (the ensemble's
 predicted class index) and ``p_<class>`` probabilities.
 
 MLflow logs it as a model from code: ``pyfunc.py`` (beside this module) is the code file.

@@ -269,7 +269,7 @@ class MlflowSink(BaseSink):
             try:
                 self.client.log_dict(self.run_id, json_safe({"status": status, **summary}), "summary.json")
                 if (status == "completed" and self.params.log_model and self.run_dir and self.tracking_uri
-                        and (self.run_dir / "checkpoints" / "best.pt").is_file()):
+                        and (self.run_dir / "checkpoints" / "last.pt").is_file()):
                     from qsight.sinks.run_model import log_mlflow_model
 
                     log_mlflow_model(self.tracking_uri, self.run_id, self.run_dir, summary, self.params.model_name)

@@ -1,7 +1,7 @@
 """The model a completed run ends with, logged as an MLflow Model (pyfunc) and as a W&B model artifact.
 
-Both hold the run's ``spec.toml`` and its ``best.pt`` checkpoint (``last.pt`` where there is no
-best), the weights-only format of `qsight.training.checkpoints`. The MLflow Model is a model from
+Both hold the run's ``spec.toml`` and its ``last.pt`` checkpoint, the model the run ended with (``best.pt``
+where there is no last), the weights-only format of `qsight.training.checkpoints`. The MLflow Model is a model from
 code: MLflow copies `qsight/serving/pyfunc.py` into it and runs it on loading, so this module only
 names that file (the sinks do not import the serving package, which imports them).
 """
@@ -31,13 +31,13 @@ ALIASES = ("best", "latest")
 
 
 def model_checkpoint(run_dir: Path) -> Path | None:
-    """``checkpoints/best.pt``, else ``last.pt``; None when the run wrote neither."""
+    """``checkpoints/last.pt`` (the model the run ended with), else ``best.pt``; None when the run wrote neither."""
     folder = RunLayout(run_dir).checkpoints
-    return next((p for p in (folder / "best.pt", folder / "last.pt") if p.is_file()), None)
+    return next((p for p in (folder / "last.pt", folder / "best.pt") if p.is_file()), None)
 
 
 def stage_run_folder(run_dir: Path, summary: Mapping[str, Any], into: Path) -> Path:
-    """A minimal run folder under `into` (spec, summary, the checkpoint as ``best.pt``): the model's artifact."""
+    """A minimal run folder under `into` (spec, summary, the checkpoint as ``last.pt``): the model's artifact."""
     checkpoint = model_checkpoint(run_dir)
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint to log as the run's model")
@@ -46,9 +46,9 @@ def stage_run_folder(run_dir: Path, summary: Mapping[str, Any], into: Path) -> P
     shutil.copyfile(RunLayout(run_dir).spec, folder / "spec.toml")
     (folder / "summary.json").write_text(json.dumps(json_safe(dict(summary)), indent=2), encoding="utf-8")
     try:
-        os.link(checkpoint, folder / "checkpoints" / "best.pt")
+        os.link(checkpoint, folder / "checkpoints" / "last.pt")
     except OSError:
-        shutil.copyfile(checkpoint, folder / "checkpoints" / "best.pt")
+        shutil.copyfile(checkpoint, folder / "checkpoints" / "last.pt")
     return folder
 
 

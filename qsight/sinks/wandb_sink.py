@@ -151,7 +151,7 @@ class WandbSink(BaseSink):
         run, self._run = self._run, None
         try:
             if (status == "completed" and self.params.log_artifacts and self._run_dir is not None
-                    and (self._run_dir / "checkpoints" / "best.pt").is_file()):
+                    and (self._run_dir / "checkpoints" / "last.pt").is_file()):
                 from qsight.sinks.run_model import log_wandb_model
 
                 log_wandb_model(run, artifact_name(run.name or "", "model"), self._run_dir, summary)

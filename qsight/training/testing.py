@@ -8,7 +8,6 @@ heads (``qsight.evaluation.bootstrap``). Written to ``visualizations/test/`` and
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,8 @@ from torch.utils.data import DataLoader
 from qsight.data.base import DataBundle
 from qsight.evaluation import Artifact, EvalReport, evaluate, write_report
 from qsight.evaluation.bootstrap import Bootstrap, bootstrap
-from qsight.metric_names import by_head, prefixed
+from qsight.evaluation.intervals import interval_entries, paired_entries, write_intervals, write_paired
+from qsight.metric_names import prefixed
 from qsight.models.hybrid import HybridModel
 from qsight.models.output import ModelOutput
 from qsight.runs.layout import INTERVALS, PAIRED, RunLayout
@@ -101,11 +101,8 @@ def evaluate_test(
 
 def holdout_summary(result: HoldoutResult) -> dict[str, Any]:
     """summary.json's ``test`` (values), ``test_ci`` ([low, high]) and ``test_paired`` entries."""
-    metrics = prefixed(SPLIT, result.report.metrics)
-    ci = prefixed(SPLIT, {k: [low, high] for k, (low, high) in result.boot.intervals.items()})
-    paired = {name: {"qwk_diff": d.difference, "ci": None if d.interval is None else list(d.interval)}
-              for name, d in result.boot.paired.items()}
-    return {"test": metrics, "test_ci": ci, "test_paired": paired}
+    return {"test": prefixed(SPLIT, result.report.metrics), "test_ci": interval_entries(SPLIT, result.boot),
+            "test_paired": paired_entries(result.boot)}
 
 
 def sink_metrics(result: HoldoutResult) -> dict[str, float]:
@@ -120,32 +117,10 @@ def write_test(result: HoldoutResult, run_dir: Path) -> list[Artifact]:
     """Confusion matrices, confidence table, intervals and paired differences in ``visualizations/test``."""
     folder = RunLayout(run_dir).test_dir
     artifacts = write_report(result.report, folder)
-    artifacts.append(Artifact("table", "intervals", _write_intervals(result, folder / INTERVALS)))
-    artifacts.append(Artifact("table", "paired", _write_paired(result, folder / PAIRED)))
+    artifacts.append(Artifact("table", "intervals", write_intervals(result.report, result.boot, SPLIT,
+                                                                    folder / INTERVALS)))
+    artifacts.append(Artifact("table", "paired", write_paired(result.boot, folder / PAIRED)))
     return artifacts
-
-
-def _write_intervals(result: HoldoutResult, path: Path) -> Path:
-    level = f"{result.boot.level:.0%}"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["head", "metric", "value", f"low ({level})", f"high ({level})"])
-        for head, metrics in by_head(prefixed(SPLIT, result.report.metrics), SPLIT).items():
-            for metric, value in metrics.items():
-                low, high = result.boot.intervals.get(f"{head}/{metric}", (None, None))
-                writer.writerow([head, metric, value, low, high])
-    return path
-
-
-def _write_paired(result: HoldoutResult, path: Path) -> Path:
-    level = f"{result.boot.level:.0%}"
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["pair", "qwk_diff", f"low ({level})", f"high ({level})"])
-        for name, d in result.boot.paired.items():
-            low, high = d.interval if d.interval is not None else (None, None)
-            writer.writerow([name, d.difference, low, high])
-    return path
 
 
 def run_test_split(
