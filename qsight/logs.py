@@ -34,6 +34,7 @@ def configure(verbosity: int = NORMAL) -> None:
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     if verbosity < VERBOSE:
         os.environ.setdefault("WANDB_SILENT", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its bar when a model is logged
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in [h for h in root.handlers if h.get_name() == _CONSOLE]:
