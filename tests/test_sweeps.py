@@ -111,6 +111,10 @@ def test_grid_with_seeds_runs_every_trial_once_and_aggregates(grid_sweep: Path) 
         assert qwk["ci"][0] <= qwk["mean"] <= qwk["ci"][1]
         assert sorted(v["seed"] for v in qwk["values"]) == [1, 2]
         assert qwk["mean"] == pytest.approx(sum(v["value"] for v in qwk["values"]) / 2)
+        test_qwk = group["metrics"]["test/quantum/qwk"]  # the runs' held-out test split, over the seeds
+        assert sorted(v["seed"] for v in test_qwk["values"]) == [1, 2]
+        paired = group["test_paired"]["quantum-vs-ensemble"]
+        assert paired["n"] == 2 and paired["ci"][0] <= paired["mean"] <= paired["ci"][1]
     run = json.loads(Path(summary["trials"][0]["run_dir"], "summary.json").read_text())
     assert run["tags"]["sweep"] == "s" and run["tags"]["trial"] == str(summary["trials"][0]["number"])
     status = cli("sweep", "status", "s", "--root", str(tmp_path / "reports"))

@@ -68,22 +68,27 @@ def counts(trials: Sequence[FrozenTrial], total: int) -> dict[str, int]:
 
 
 def groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Completed runs of one configuration together: every final val/ and test/ metric aggregated (and per seed)."""
+    """Completed runs of one configuration together: every final val/ and test/ metric aggregated (and per seed),
+    and the test split's paired QWK differences of every two heads (``test_paired``: over seeds)."""
     by_params: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["state"] != "COMPLETE":
             continue
         group = by_params.setdefault(json.dumps(row["params"], sort_keys=True),
-                                     {"params": row["params"], "seeds": [], "values": {}})
+                                     {"params": row["params"], "seeds": [], "values": {}, "paired": {}})
         for run in row.get("runs") or [{"seed": row["seed"], "run_dir": row["run_dir"]}]:
             group["seeds"].append(run["seed"])
-            final = RunFolder(Path(run["run_dir"])).final
-            for key, value in final.items():
+            folder = RunFolder(Path(run["run_dir"]))
+            for key, value in {**folder.final, **folder.test}.items():
                 if key.startswith(PREFIXES):
                     group["values"].setdefault(key, []).append({"seed": run["seed"], "value": float(value)})
+            for pair, d in folder.test_paired.items():
+                if isinstance(d.get("qwk_diff"), int | float):
+                    group["paired"].setdefault(pair, []).append({"seed": run["seed"], "value": float(d["qwk_diff"])})
     return [
         {"params": g["params"], "n": len(g["seeds"]), "seeds": g["seeds"],
-         "metrics": {k: _stat(v) for k, v in sorted(g["values"].items())}}
+         "metrics": {k: _stat(v) for k, v in sorted(g["values"].items())},
+         "test_paired": {k: _stat(v) for k, v in g["paired"].items()}}
         for g in by_params.values()
     ]
 
