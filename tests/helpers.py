@@ -204,7 +204,7 @@ def sink_artifacts(run_dir: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     files = {"png": folder / "confusion_ensemble.png", "csv": folder / "confidence.csv",
-             "ckpt": run_dir / "checkpoints" / "last.pt"}
+             "ckpt": run_dir / "checkpoints" / "stage-classical.pt"}  # not a model: no last.pt
     Image.new("RGB", (16, 12), (10, 200, 10)).save(files["png"])
     files["csv"].write_text("id,label,pred,confidence\na,0,0,0.9\nb,3,1,0.4\n")
     files["ckpt"].write_bytes(b"\1" * 128)

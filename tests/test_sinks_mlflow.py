@@ -137,7 +137,8 @@ def check_run(client: MlflowClient, sink: MlflowSink, status: str, tmp: Path) ->
     assert sorted((m.step, m.value) for m in history) == [(10, 0.25), (20, 0.5)]
     assert [m.step for m in client.get_metric_history(run_id, "train/global/loss")] == [5, 15]
     paths = artifact_paths(client, run_id)
-    assert {"spec.toml", "summary.json", "checkpoints/last.pt", "tables/classical_confidence_step10.json"} <= paths
+    assert {"spec.toml", "summary.json", "checkpoints/stage-classical.pt",
+            "tables/classical_confidence_step10.json"} <= paths
     assert len([p for p in paths if p.startswith("images/classical~confusion_ensemble+step+20")]) >= 1
     assert "tables/classical_confidence_step20.json" in run.data.tags["mlflow.loggedArtifacts"]
     local = client.download_artifacts(run_id, "tables/classical_confidence_step20.json", str(tmp))
@@ -191,7 +192,7 @@ def test_real_server(server: tuple[str, Path], tmp_path: Path) -> None:
     train_like(sinks, files)
     assert finish(sinks, files, "failed")["mlflow"] == "ok"
     check_run(MlflowClient(tracking_uri=url), sink, "FAILED", tmp_path)
-    assert list((root / "artifacts").rglob("last.pt"))  # proxied to the server's destination
+    assert list((root / "artifacts").rglob("stage-classical.pt"))  # proxied to the server's destination
     assert not (run.reports_root / "mlflow.db").exists()
 
 
