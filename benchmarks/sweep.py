@@ -3,13 +3,15 @@
     python benchmarks/sweep.py [--trials 8] [--json]
 
 Each sweep is `smoke.toml` (limit_batches=1, no remote sinks, no Grad-CAM) over seeds 1..N in a fresh
-temporary output root; the plain run is `qsight run` of the same spec (seed 1), timed as a process.
+temporary output root holding a copy of the warm synthetic-data cache; the plain run is `qsight run` of
+the same spec (seed 1, the second of two runs: data cache and file caches warm), timed as a process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,8 +29,9 @@ def _qsight(*args: str) -> float:
     return time.perf_counter() - started
 
 
-def sweep_seconds(trials: int, workers: int) -> float:
+def sweep_seconds(trials: int, workers: int, cache: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(cache, Path(tmp) / "cache")  # the plain run's data cache: both start warm
         sets = [*SETS, f'output.root="{tmp}"']
         path = Path(tmp) / "bench.toml"
         path.write_text(f'name = "bench"\nbase = "{ROOT / "experiments" / "smoke.toml"}"\n'
@@ -36,11 +39,10 @@ def sweep_seconds(trials: int, workers: int) -> float:
         return _qsight("sweep", str(path), "--workers", str(workers))
 
 
-def plain_seconds() -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        args = [f"--set={s}" for s in [*SETS, f'output.root="{tmp}"', "seed=1"]]
-        _qsight("run", str(ROOT / "experiments" / "smoke.toml"), *args)  # warm the data cache, imports
-        return _qsight("run", str(ROOT / "experiments" / "smoke.toml"), *args)
+def plain_seconds(root: Path) -> float:
+    args = [f"--set={s}" for s in [*SETS, f'output.root="{root}"', "seed=1"]]
+    _qsight("run", str(ROOT / "experiments" / "smoke.toml"), *args)  # warm the data cache, imports
+    return _qsight("run", str(ROOT / "experiments" / "smoke.toml"), *args)
 
 
 def main() -> None:
@@ -48,8 +50,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    plain = plain_seconds()
-    one, two = sweep_seconds(args.trials, 1), sweep_seconds(args.trials, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain, cache = plain_seconds(Path(tmp)), Path(tmp) / "cache"
+        one, two = sweep_seconds(args.trials, 1, cache), sweep_seconds(args.trials, 2, cache)
     result = {
         "trials": args.trials, "plain_run_s": round(plain, 2), "sweep_1_worker_s": round(one, 2),
         "sweep_2_workers_s": round(two, 2), "ratio_2_vs_1": round(two / one, 3),
