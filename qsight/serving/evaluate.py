@@ -166,17 +166,14 @@ def evaluate_run(
 def _intervals(trained: TrainedModel, report: EvalReport, split: str,
                folder: Path) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]]]:
     """Bootstrap intervals and paired differences, as the run's test split has them (the run's seed and
-    resample count); written to ``intervals.csv``, ``paired.csv`` and ``intervals.json``. None for a run
+    resample count); written to ``intervals.csv``, ``paired.csv`` and ``intervals.json``. Empty for a run
     that computed none."""
     from qsight.evaluation.bootstrap import bootstrap
     from qsight.evaluation.intervals import interval_entries, paired_entries, write_intervals, write_paired
+    from qsight.runs.folder import RunFolder
     from qsight.runs.layout import INTERVALS, PAIRED
 
-    try:
-        summary = json.loads(RunLayout(trained.run_dir).summary.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        summary = {}
-    if not summary.get("test_ci"):
+    if not RunFolder(trained.run_dir).test_ci:
         return {}, {}
     boot = bootstrap(report.labels, report.probs, report.metrics, seed=trained.spec.seed)
     write_intervals(report, boot, split, folder / INTERVALS)

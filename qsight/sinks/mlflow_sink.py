@@ -268,10 +268,10 @@ class MlflowSink(BaseSink):
         with self._http():
             try:
                 self.client.log_dict(self.run_id, json_safe({"status": status, **summary}), "summary.json")
-                if (status == "completed" and self.params.log_model and self.run_dir and self.tracking_uri
-                        and (self.run_dir / "checkpoints" / "last.pt").is_file()):
-                    from qsight.sinks.run_model import log_mlflow_model
+                from qsight.sinks.run_model import log_mlflow_model, model_checkpoint
 
+                if (status == "completed" and self.params.log_model and self.run_dir and self.tracking_uri
+                        and model_checkpoint(self.run_dir) is not None):
                     log_mlflow_model(self.tracking_uri, self.run_id, self.run_dir, summary, self.params.model_name)
             finally:
                 self.client.set_terminated(self.run_id, TERMINAL.get(status, "FAILED"))

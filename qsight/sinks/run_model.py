@@ -1,7 +1,7 @@
 """The model a completed run ends with, logged as an MLflow Model (pyfunc) and as a W&B model artifact.
 
-Both hold the run's ``spec.toml`` and its ``last.pt`` checkpoint, the model the run ended with (``best.pt``
-where there is no last), the weights-only format of `qsight.training.checkpoints`. The MLflow Model is a model from
+Both hold the run's ``spec.toml`` and its ``last.pt`` checkpoint, the model the run ended with, in the
+weights-only format of `qsight.training.checkpoints`. The MLflow Model is a model from
 code: MLflow copies `qsight/serving/pyfunc.py` into it and runs it on loading, so this module only
 names that file (the sinks do not import the serving package, which imports them).
 """
@@ -31,9 +31,9 @@ ALIASES = ("best", "latest")
 
 
 def model_checkpoint(run_dir: Path) -> Path | None:
-    """``checkpoints/last.pt`` (the model the run ended with), else ``best.pt``; None when the run wrote neither."""
-    folder = RunLayout(run_dir).checkpoints
-    return next((p for p in (folder / "last.pt", folder / "best.pt") if p.is_file()), None)
+    """``checkpoints/last.pt``, the model the run ended with; None when the run wrote none (no model to log)."""
+    path = RunLayout(run_dir).checkpoints / "last.pt"
+    return path if path.is_file() else None
 
 
 def stage_run_folder(run_dir: Path, summary: Mapping[str, Any], into: Path) -> Path:

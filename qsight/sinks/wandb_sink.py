@@ -150,10 +150,10 @@ class WandbSink(BaseSink):
             return
         run, self._run = self._run, None
         try:
-            if (status == "completed" and self.params.log_artifacts and self._run_dir is not None
-                    and (self._run_dir / "checkpoints" / "last.pt").is_file()):
-                from qsight.sinks.run_model import log_wandb_model
+            from qsight.sinks.run_model import log_wandb_model, model_checkpoint
 
+            if (status == "completed" and self.params.log_artifacts and self._run_dir is not None
+                    and model_checkpoint(self._run_dir) is not None):
                 log_wandb_model(run, artifact_name(run.name or "", "model"), self._run_dir, summary)
             run.summary.update({"status": status, **dict(summary.get("final", {}))})
             run.summary.update({f"best/{k}": v for k, v in dict(summary.get("best", {})).items()})
