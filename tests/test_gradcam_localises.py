@@ -119,14 +119,38 @@ def test_blank_maps_counted_and_excluded_and_chance_level() -> None:
     assert score.metrics() == {
         "pointing_game": 0.5,
         "pointing_game_chance": pytest.approx(0.2),
+        "pointing_game_shuffled": 0.5,  # sample 0's peak is on sample 1's lesion; 1's is not on 0's
         "pointing_game_n": 2.0,
         "gradcam_blank": pytest.approx(1 / 3),
     }
-    pooled = score + PointingScore(3, 3, 0, 0.5)
+    pooled = score + PointingScore(3, 3, 0, 0.5, shuffled=0.5, shuffled_n=3)
     assert pooled.value == pytest.approx(4 / 5) and pooled.chance == pytest.approx((0.4 + 1.5) / 5)
+    assert pooled.shuffled_value == pytest.approx((1.0 + 0.5) / 5)
     everything_blank = score_pointing(cams, masks, blank=[True] * 4)
     assert everything_blank.value is None
     assert everything_blank.metrics() == {"pointing_game_n": 0.0, "gradcam_blank": 1.0}
+
+
+def test_shuffled_control_tells_a_fixed_peak_from_one_that_follows_the_lesion() -> None:
+    """Lesions at random corners: maps peaking on their own lesion score 1 and about 1/4 shuffled;
+    maps all peaking at one corner score as much on their own lesion as on the others'."""
+    rng = np.random.default_rng(0)
+    corners = rng.integers(0, 4, size=24)
+    masks, follows, fixed = [], np.zeros((24, 8, 8)), np.zeros((24, 8, 8))
+    for i, c in enumerate(corners):
+        r, col = divmod(int(c), 2)
+        mask = np.zeros((8, 8), dtype=bool)
+        mask[r * 4 : r * 4 + 4, col * 4 : col * 4 + 4] = True
+        masks.append(mask)
+        follows[i, r * 4 + 1, col * 4 + 1] = 1.0
+        fixed[i, 1, 1] = 1.0
+    on_lesion = score_pointing(follows, masks)
+    assert on_lesion.value == 1.0
+    share = np.mean([(corners[np.arange(24) != i] == c).mean() for i, c in enumerate(corners)])
+    assert on_lesion.shuffled_value == pytest.approx(share) and share < 0.5
+    at_one_place = score_pointing(fixed, masks)
+    assert at_one_place.value == pytest.approx(np.mean(corners == 0))
+    assert abs(at_one_place.value - at_one_place.shuffled_value) < 0.05
 
 
 def test_flat_maps_are_blank() -> None:

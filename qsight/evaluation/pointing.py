@@ -7,7 +7,9 @@ first maximum on ties) hits when it lies on the lesion or within ``tolerance`` o
 spread: they point nowhere) are counted apart and left out, as are samples without a
 lesion. The chance level is the mean area fraction of the hit region (the lesion mask
 grown by the tolerance) over the scored samples: the expected hit rate of a peak put at
-a uniformly random pixel.
+a uniformly random pixel. The shuffled control scores each peak against the *other* samples'
+lesions (all pairs within a call): a map that points where lesions usually are, not at this
+image's lesion, scores as high there as on its own image.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class PointingScore:
     scored: int  # lesion-bearing samples with a non-blank map
     blank: int  # lesion-bearing samples whose map is blank
     chance: float | None  # mean hit-region area fraction of the scored samples
+    shuffled: float = 0.0  # summed over scored samples: share of the other samples' regions hit by its peak
+    shuffled_n: int = 0  # scored samples that had others to be paired with
 
     @property
     def value(self) -> float | None:
@@ -44,11 +48,17 @@ class PointingScore:
         total = self.scored + self.blank
         return self.blank / total if total else None
 
+    @property
+    def shuffled_value(self) -> float | None:
+        """Hit rate of the peaks on other samples' lesions; None without pairs."""
+        return self.shuffled / self.shuffled_n if self.shuffled_n else None
+
     def metrics(self) -> dict[str, float]:
-        """``pointing_game``, ``pointing_game_chance``, ``pointing_game_n`` and ``gradcam_blank``, where defined."""
+        """``pointing_game``, its ``_chance``, ``_shuffled`` and ``_n``, and ``gradcam_blank``, where defined."""
         found = {
             "pointing_game": self.value,
             "pointing_game_chance": self.chance,
+            "pointing_game_shuffled": self.shuffled_value,
             "pointing_game_n": float(self.scored),
             "gradcam_blank": self.blank_fraction,
         }
@@ -62,7 +72,14 @@ class PointingScore:
         chance = None
         if total:
             chance = ((self.chance or 0.0) * self.scored + (other.chance or 0.0) * other.scored) / total
-        return PointingScore(self.hits + other.hits, total, self.blank + other.blank, chance)
+        return PointingScore(
+            self.hits + other.hits,
+            total,
+            self.blank + other.blank,
+            chance,
+            self.shuffled + other.shuffled,
+            self.shuffled_n + other.shuffled_n,
+        )
 
 
 EMPTY = PointingScore(0, 0, 0, None)
@@ -101,8 +118,9 @@ def score_pointing(
     flags = np.zeros(len(cams), dtype=bool) if blank is None else np.asarray(blank, dtype=bool)
     if not (len(cams) == len(masks) == len(flags)):
         raise ValueError(f"{len(cams)} maps, {len(masks)} masks and {len(flags)} blank flags")
-    hits = scored = blanks = 0
-    area = 0.0
+    blanks = 0
+    regions: list[np.ndarray] = []
+    peaks: list[tuple[int, int]] = []
     for cam, mask, is_blank in zip(cams, masks, flags, strict=True):
         if mask is None or not has_lesion(mask):
             continue
@@ -110,7 +128,21 @@ def score_pointing(
             blanks += 1
             continue
         region = hit_region(mask, tolerance)
-        scored += 1
-        area += float(region.mean())
-        hits += bool(region[cam_peak(fit_map(cam, region.shape[0], region.shape[1]))])
-    return PointingScore(hits, scored, blanks, area / scored if scored else None)
+        regions.append(region)
+        peaks.append(cam_peak(fit_map(cam, region.shape[0], region.shape[1])))
+    if not regions:
+        return PointingScore(0, 0, blanks, None)
+    # hit[i, j]: sample i's peak on sample j's region (masks of one size; else only the diagonal is used)
+    same_size = len({r.shape for r in regions}) == 1
+    n = len(regions)
+    if same_size:
+        stack = np.stack(regions)
+        rows, cols = np.array(peaks).T
+        hit = stack[:, rows, cols].T
+        hits = int(np.trace(hit))
+        shuffled = float(((hit.sum(axis=1) - np.diag(hit)) / (n - 1)).sum()) if n > 1 else 0.0
+    else:
+        hits, shuffled = sum(bool(r[p]) for r, p in zip(regions, peaks, strict=True)), 0.0
+    paired = n if same_size and n > 1 else 0
+    chance = float(np.mean([r.mean() for r in regions]))
+    return PointingScore(hits, n, blanks, chance, shuffled, paired)
