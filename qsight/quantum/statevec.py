@@ -17,14 +17,14 @@ transposed ops. Autograd sees one node.
 
 from __future__ import annotations
 
-import math
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from qsight.quantum.workspace import Arena, Workspace
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,12 @@ class Layer:
 
 @dataclass(frozen=True)
 class Phase:
-    """state ↦ exp(i·φ) ⊙ state with φ = tensors[index], shape (2^n, lead)."""
+    """state ↦ exp(i·φ) ⊙ state with φ = tensors[const] + tensors[weight] @ tensors[index]ᵀ, shape (2^n, lead):
+    phases (2^n, 1) and weights (2^n, F) fixed, the features (lead, F) of the parameters differentiable."""
 
     index: int
+    weight: int
+    const: int
 
 
 @dataclass(frozen=True)
@@ -65,26 +68,6 @@ class Expand:
 
 
 Op = Layer | Phase | Perm | Expand
-
-
-class Workspace:
-    """Three flat work buffers, grown on demand and kept between calls; used inside one forward or one
-    backward call at a time (`lock`)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.buffers: list[Tensor] = []
-
-    def reset(self, numel: int, like: Tensor) -> None:
-        b = self.buffers
-        if not b or b[0].numel() < numel or b[0].dtype != like.dtype or b[0].device != like.device:
-            self.buffers = [like.new_empty(numel) for _ in range(3)]
-
-    def take(self, shape: tuple[int, ...], *busy: Tensor) -> Tensor:
-        """A buffer holding none of the `busy` tensors, viewed as `shape`."""
-        used = {t.data_ptr() for t in busy}
-        free = next(b for b in self.buffers if b.data_ptr() not in used)
-        return free[: math.prod(shape)].view(shape)
 
 
 @dataclass
@@ -173,16 +156,13 @@ Trig = dict[int, tuple[Tensor, Tensor]]
 
 
 def _step(prog: Program, op: Op, tensors: tuple[Tensor, ...], x: Tensor, out: Tensor, trig: Trig) -> None:
-    """out = op(x)."""
+    """out = op(x), with the (cos, sin) of each phase in `trig`."""
     if isinstance(op, Layer):
         for i, c in enumerate(op.chunks):
             dest = out if i == len(op.chunks) - 1 else prog.work.take(tuple(x.shape), x, out)
             _apply(tensors[c.index], x, dest, c)
             x = dest
     elif isinstance(op, Phase):
-        if op.index not in trig:
-            phi = tensors[op.index]
-            trig[op.index] = (torch.cos(phi), torch.sin(phi))
         _rotate(x, out, *trig[op.index], sign=1.0)
     elif isinstance(op, Perm):
         torch.index_select(x.view(x.shape[0], -1), 0, tensors[op.inv], out=out.view(x.shape[0], -1))
@@ -201,54 +181,110 @@ def _initial(prog: Program, tensors: tuple[Tensor, ...], batch: int, like: Tenso
     return x
 
 
+def _widths(prog: Program, tensors: tuple[Tensor, ...], batch: int) -> list[int]:
+    """Each op's output width L. An Expand right before a phase is left to the phase's broadcast."""
+    out, width = [], 1
+    for i, op in enumerate(prog.ops):
+        if isinstance(op, Expand):
+            fused = i + 1 < len(prog.ops) and isinstance(prog.ops[i + 1], Phase)
+            width = width if fused else batch
+        elif isinstance(op, Phase):
+            width = max(width, tensors[op.index].shape[0])
+        out.append(width)
+    return out
+
+
 def _forward(prog: Program, tensors: tuple[Tensor, ...], batch: int, like: Tensor,
-             keep: list[bool]) -> tuple[list[Tensor | None], Trig]:
-    """Run the ops; the outputs of the ops marked in `keep` (fresh tensors; the rest in work buffers)."""
+             keep: list[bool]) -> tuple[Tensor, list[Tensor | None], Trig, Arena]:
+    """Run the ops: (final state, the outputs of the ops marked in `keep`, (cos, sin) of each phase,
+    the arena holding those); other states live in work buffers."""
+    n_rows = 2**prog.n
     x = _initial(prog, tensors, batch, like)
-    kept: list[Tensor | None] = []
+    widths = _widths(prog, tensors, batch)
+    phases = {op.index: op for op in prog.ops if isinstance(op, Phase)}
+    arena = prog.work.lend(sum(n_rows * 2 * w for w, k in zip(widths, keep, strict=True) if k)
+                           + sum(2 * n_rows * tensors[i].shape[0] for i in phases), like)
     trig: Trig = {}
-    for op, k in zip(prog.ops, keep, strict=True):
-        shape = (2**prog.n, 2, batch if isinstance(op, Expand) else x.shape[-1])
-        out = like.new_empty(shape) if k else prog.work.take(shape, x)
+    for i, ph in phases.items():
+        shape = (n_rows, tensors[i].shape[0])
+        phi = prog.work.take(shape, x)
+        torch.addmm(tensors[ph.const], tensors[ph.weight], tensors[i].T, out=phi)
+        trig[i] = (torch.cos(phi, out=arena.alloc(shape)), torch.sin(phi, out=arena.alloc(shape)))
+    kept: list[Tensor | None] = []
+    for op, k, w in zip(prog.ops, keep, widths, strict=True):
+        if isinstance(op, Expand) and w == x.shape[-1]:
+            kept.append(None)
+            continue
+        out = arena.alloc((n_rows, 2, w)) if k else prog.work.take((n_rows, 2, w), x)
         _step(prog, op, tensors, x, out, trig)
         kept.append(out if k else None)
         x = out
-    return kept, trig
+    return x, kept, trig, arena
 
 
-def _probs(x: Tensor) -> Tensor:
+def _probs(x: Tensor, work: Workspace) -> Tensor:
     """(L, 2^n) outcome probabilities of a state (2^n, 2, L)."""
-    p = x[:, 0].square()
+    p = work.take((x.shape[0], x.shape[-1]), x)
+    torch.mul(x[:, 0], x[:, 0], out=p)
     p.addcmul_(x[:, 1], x[:, 1])
     return p.T.contiguous()
 
 
-def _back_step(prog: Program, op: Op, tensors: tuple[Tensor, ...], needs: tuple[bool, ...], g: Tensor,
-               x: Tensor | None, trig: Trig, grads: list[Tensor | None]) -> Tensor:
-    """The gradient before `op` from the one after it (g) and its output x; adds parameter gradients."""
-    shape = (g.shape[0], 2, 1 if isinstance(op, Expand) else g.shape[-1])
-    if isinstance(op, Layer):
-        for c in op.chunks:
-            if needs[c.index]:
+class _Backward:
+    """The backward sweep of one call: gradients of the op tensors from (kept states, final gradient)."""
+
+    def __init__(self, prog: Program, tensors: tuple[Tensor, ...], needs: tuple[bool, ...], trig: Trig,
+                 like: Tensor) -> None:
+        self.prog, self.tensors, self.needs, self.trig = prog, tensors, needs, trig
+        self.grads: list[Tensor | None] = [None] * len(tensors)
+        phases = {op.index for op in prog.ops if isinstance(op, Phase) and needs[op.index]}
+        self.arena = prog.work.lend(sum(2**prog.n * like.shape[-1] for _ in phases), like)
+        self.dphi: dict[int, Tensor] = {}
+
+    def step(self, op: Op, g: Tensor, x: Tensor | None) -> Tensor:
+        """The gradient before `op` from the one after it (g) and its output x."""
+        work, tensors = self.prog.work, self.tensors
+        shape = (g.shape[0], 2, 1 if isinstance(op, Expand) else g.shape[-1])
+        if isinstance(op, Layer):
+            for c in op.chunks:
+                if self.needs[c.index]:
+                    assert x is not None
+                    _accumulate(self.grads, c.index, _chunk_grad(tensors[c.index], g, x, c))
+            for c in reversed(op.chunks):
+                out = work.take(shape, g)
+                _apply(tensors[c.index], g, out, c, transpose=True)
+                g = out
+            return g
+        out = work.take(shape, g)
+        if isinstance(op, Phase):
+            if self.needs[op.index]:
                 assert x is not None
-                _accumulate(grads, c.index, _chunk_grad(tensors[c.index], g, x, c))
-        for c in reversed(op.chunks):
-            out = prog.work.take(shape, g)
-            _apply(tensors[c.index], g, out, c, transpose=True)
-            g = out
-        return g
-    out = prog.work.take(shape, g)
-    if isinstance(op, Phase):
-        if needs[op.index]:
-            assert x is not None
-            d = g[:, 1] * x[:, 0] - g[:, 0] * x[:, 1]
-            _accumulate(grads, op.index, d if tensors[op.index].shape[1] > 1 else d.sum(1, keepdim=True))
-        _rotate(g, out, *trig[op.index], sign=-1.0)
-    elif isinstance(op, Perm):
-        torch.index_select(g.view(g.shape[0], -1), 0, tensors[op.perm], out=out.view(g.shape[0], -1))
-    else:
-        torch.sum(g, -1, keepdim=True, out=out)
-    return out
+                self._phase_grad(op.index, g, x)
+            _rotate(g, out, *self.trig[op.index], sign=-1.0)
+        elif isinstance(op, Perm):
+            torch.index_select(g.view(g.shape[0], -1), 0, tensors[op.perm], out=out.view(g.shape[0], -1))
+        else:
+            torch.sum(g, -1, keepdim=True, out=out)
+        return out
+
+    def _phase_grad(self, index: int, g: Tensor, x: Tensor) -> None:
+        """Adds ∂L/∂φ = G_im·X_re − G_re·X_im (X the phase's output state) to φ's total."""
+        d = self.dphi.get(index)
+        if d is None:
+            d = self.dphi[index] = torch.mul(g[:, 1], x[:, 0], out=self.arena.alloc((g.shape[0], g.shape[-1])))
+        else:
+            d.addcmul_(g[:, 1], x[:, 0])
+        d.addcmul_(g[:, 0], x[:, 1], value=-1.0)
+
+    def finish(self) -> list[Tensor | None]:
+        """The gradients, with each phase's features gradient ∂L/∂f = (∂L/∂φ)ᵀ·weight."""
+        for op in self.prog.ops:
+            if isinstance(op, Phase) and op.index in self.dphi and self.grads[op.index] is None:
+                d = self.dphi[op.index]
+                if self.tensors[op.index].shape[0] != d.shape[1]:
+                    d = d.sum(1, keepdim=True)
+                self.grads[op.index] = d.T @ self.tensors[op.weight]
+        return self.grads
 
 
 def _accumulate(grads: list[Tensor | None], index: int, g: Tensor) -> None:
@@ -264,12 +300,11 @@ class _Evolve(torch.autograd.Function):
         keep = prog.grad_ops(ctx.needs_input_grad[3:])
         keep[-1] = True
         with prog.work.lock:
-            kept, trig = _forward(prog, tensors, batch, like, keep)
-        ctx.prog, ctx.kept, ctx.trig, ctx.batch = prog, kept, trig, batch
+            final, ctx.kept, ctx.trig, ctx.arena = _forward(prog, tensors, batch, like, keep)
+            probs = _probs(final, prog.work)
+        ctx.prog, ctx.batch = prog, batch
         ctx.save_for_backward(*tensors)
-        final = kept[-1]
-        assert final is not None
-        return _probs(final)
+        return probs
 
     @staticmethod
     @once_differentiable
@@ -277,38 +312,31 @@ class _Evolve(torch.autograd.Function):
         prog, kept, tensors = ctx.prog, ctx.kept, ctx.saved_tensors
         needs = ctx.needs_input_grad[3:]
         first = next((i for i, used in enumerate(prog.grad_ops(needs)) if used), len(prog.ops))
-        grads: list[Tensor | None] = [None] * len(tensors)
         with prog.work.lock:
             final = kept[-1]
             prog.work.reset(final.numel(), final)
+            back = _Backward(prog, tensors, needs, ctx.trig, final)
             g = prog.work.take(tuple(final.shape))
             torch.mul(final, grad.T[:, None, :], out=g).mul_(2.0)
             for i in range(len(prog.ops) - 1, first - 1, -1):
-                g = _back_step(prog, prog.ops[i], tensors, needs, g, kept[i], ctx.trig, grads)
+                g = back.step(prog.ops[i], g, kept[i])
+            grads = back.finish()
         return (None, None, None, *grads)
 
 
 def evolve(prog: Program, batch: int, tensors: list[Tensor], like: Tensor) -> Tensor:
     """Outcome probabilities (L, 2^n) of the program for the op tensors (differentiable), computed in
     the dtype and on the device of `like`; L = batch, or 1 when no op is per-sample."""
-    if prog.ops and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         out: Tensor = _Evolve.apply(prog, batch, like, *tensors)
         return out
     with prog.work.lock:
-        if not prog.ops:
-            return _probs(_initial(prog, tuple(tensors), batch, like))
-        kept, _ = _forward(prog, tuple(tensors), batch, like, [False] * (len(prog.ops) - 1) + [True])
-    final = kept[-1]
-    assert final is not None
-    return _probs(final)
+        final, _, _, _ = _forward(prog, tuple(tensors), batch, like, [False] * len(prog.ops))
+        return _probs(final, prog.work)
 
 
 def final_state(prog: Program, tensors: list[Tensor], like: Tensor) -> Tensor:
     """The state (2^n, 2, L) the program ends in (no gradients)."""
     with prog.work.lock:
-        if not prog.ops:
-            return _initial(prog, tuple(tensors), 1, like).clone()
-        kept, _ = _forward(prog, tuple(tensors), 1, like, [False] * (len(prog.ops) - 1) + [True])
-    final = kept[-1]
-    assert final is not None
-    return final
+        final, _, _, _ = _forward(prog, tuple(tensors), 1, like, [False] * len(prog.ops))
+        return final.clone()

@@ -21,7 +21,8 @@ from qsight.quantum.circuits import HeadCircuit
 from qsight.quantum.dense import dense_circuit, layer_term, sin_inputs
 from qsight.quantum.expressions import Poly, QuadForm, poly_arrays
 from qsight.quantum.gates import SUPPORTED, Gate, circuit_gates, diag_parts, schedule
-from qsight.quantum.statevec import Chunk, Expand, Layer, Op, Perm, Phase, Program, Workspace, evolve, final_state
+from qsight.quantum.statevec import Chunk, Expand, Layer, Op, Perm, Phase, Program, evolve, final_state
+from qsight.quantum.workspace import Workspace
 
 __all__ = ["SUPPORTED", "TorchCircuit", "TorchExactSampler"]
 
@@ -83,7 +84,7 @@ def _real_parts(mats: np.ndarray, constant: bool, imag: bool) -> np.ndarray:
     """A constant chunk (1, d, d) complex → (1, d, d) or (1, 2, d, d) real; a Fourier chunk's E_σ (S, d, d)
     → (2S, d² or 2d²): rows (cos, sin) of each σ, so that [cos σα, sin σα] @ rows = Re K (, Im K)."""
     if constant:
-        return np.stack([mats.real, mats.imag], 1) if imag else mats.real
+        return np.stack([mats.real, mats.imag], 1) if imag else np.ascontiguousarray(mats.real)
     re, im = mats.real.reshape(len(mats), -1), mats.imag.reshape(len(mats), -1)
     rows = [np.concatenate([re, im], 1), np.concatenate([-im, re], 1)] if imag else [re, -im]
     return np.stack(rows, 1).reshape(2 * len(mats), -1)
@@ -118,8 +119,8 @@ def _chunks(n_rotations: list[int]) -> list[tuple[int, int]]:
 
 
 class PhaseMap(nn.Module):
-    """A diagonal block's phases φᵀ (2^n, lead) = Σ_t poly_t(p)·pattern_t: one addmm over the monomials
-    (parameters and products of two) that its polynomials use."""
+    """A diagonal block's phases φᵀ (2^n, lead) = Σ_t poly_t(p)·pattern_t = const + weight @ fᵀ, where the
+    features f (lead, F) are the monomials (parameters, products of two) that its polynomials use."""
 
     weight: Tensor
     const: Tensor
@@ -138,11 +139,9 @@ class PhaseMap(nn.Module):
         self.uses_inputs = any(i < n_inputs for i in self.li + self.qi + self.qj)
 
     def forward(self, p_full: Tensor, p_w: Tensor) -> Tensor:
-        if not self.li and not self.qi:
-            return self.const
+        """The features f (lead, F)."""
         p = p_full if self.uses_inputs else p_w
-        f = torch.cat([p[:, self.li], p[:, self.qi] * p[:, self.qj]], 1)
-        return torch.addmm(self.const, self.weight, f.T)
+        return torch.cat([p[:, self.li], p[:, self.qi] * p[:, self.qj]], 1)
 
     def same(self, other: PhaseMap) -> bool:
         """Whether both compute the same phases."""
@@ -203,8 +202,8 @@ def _program(blocks: list[Block], n: int, start: bool) -> Program:
         if b.phase is not None:
             if id(b.phase) not in index:
                 index[id(b.phase)] = count
-                count += 1
-            ops.append(Phase(index[id(b.phase)]))
+                count += 3
+            ops.append(Phase(index[id(b.phase)], index[id(b.phase)] + 1, index[id(b.phase)] + 2))
         if b.permutes:
             ops.append(Perm(count, count + 1))
             count += 2
@@ -221,7 +220,7 @@ def _tensors(blocks: list[Block], p_full: Tensor, p_w: Tensor) -> list[Tensor]:
             continue
         if b.phase is not None and id(b.phase) not in done:
             done.add(id(b.phase))
-            out.append(b.phase(p_full, p_w))
+            out += [b.phase(p_full, p_w), b.phase.weight, b.phase.const]
         if b.permutes:
             out += [b.inv, b.perm]
     return out
