@@ -13,6 +13,7 @@ import math
 import threading
 import weakref
 
+import torch
 from torch import Tensor
 
 _SPARE = 2  # free pool tensors kept for reuse; more are released
@@ -43,7 +44,7 @@ class Workspace:
         """Three work buffers of at least `numel` elements of like's dtype and device."""
         b = self.buffers
         if not b or b[0].numel() < numel or b[0].dtype != like.dtype or b[0].device != like.device:
-            self.buffers = [like.new_empty(numel) for _ in range(3)]
+            self.buffers = [_empty(numel, like) for _ in range(3)]
 
     def take(self, shape: tuple[int, ...], *busy: Tensor) -> Tensor:
         """A work buffer holding none of the `busy` tensors, viewed as `shape`."""
@@ -55,7 +56,7 @@ class Workspace:
         """An arena of `numel` elements; its memory is reused once the arena is garbage."""
         free = [i for i, (_, ref) in enumerate(self.pool) if ref() is None]
         fits = [i for i in free if self._fits(self.pool[i][0], numel, like)]
-        base = self.pool[fits[0]][0] if fits else like.new_empty(numel)
+        base = self.pool[fits[0]][0] if fits else _empty(numel, like)
         arena = Arena(base[:numel])
         drop = set(free[_SPARE:]) - set(fits[:1])
         self.pool = [e for i, e in enumerate(self.pool) if i not in drop and (not fits or i != fits[0])]
@@ -65,3 +66,9 @@ class Workspace:
     @staticmethod
     def _fits(base: Tensor, numel: int, like: Tensor) -> bool:
         return base.numel() >= numel and base.dtype == like.dtype and base.device == like.device
+
+
+def _empty(numel: int, like: Tensor) -> Tensor:
+    """A normal tensor even under `torch.inference_mode` (it is reused by later calls outside it)."""
+    with torch.inference_mode(False):
+        return like.new_empty(numel)
