@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from qsight.quantum.phases import dense_grad, dense_phases, quadratic_grad, quadratic_phases
 from qsight.quantum.workspace import Arena, Workspace
 
 
@@ -46,12 +47,24 @@ class Layer:
 
 @dataclass(frozen=True)
 class Phase:
-    """state ↦ exp(i·φ) ⊙ state with φ = tensors[const] + tensors[weight] @ tensors[index]ᵀ, shape (2^n, lead):
-    phases (2^n, 1) and weights (2^n, F) fixed, the features (lead, F) of the parameters differentiable."""
+    """state ↦ exp(i·φ) ⊙ state, φ (2^n, lead) from the features tensors[index] (lead, F) and the fixed
+    tensors[params] (`phases`: weight and constant, or the quadratic form's tables)."""
 
     index: int
-    weight: int
-    const: int
+    params: tuple[int, ...]
+    quadratic: bool
+
+    def phases(self, tensors: tuple[Tensor, ...], out: Tensor) -> None:
+        params = [tensors[i] for i in self.params]
+        if self.quadratic:
+            quadratic_phases(tensors[self.index], params, out)
+        else:
+            dense_phases(tensors[self.index], params[0], params[1], out)
+
+    def grad(self, tensors: tuple[Tensor, ...], d: Tensor) -> Tensor:
+        """∂L/∂features from ∂L/∂φ."""
+        params = [tensors[i] for i in self.params]
+        return quadratic_grad(d, params) if self.quadratic else dense_grad(d, params[0])
 
 
 @dataclass(frozen=True)
@@ -208,7 +221,7 @@ def _forward(prog: Program, tensors: tuple[Tensor, ...], batch: int, like: Tenso
     for i, ph in phases.items():
         shape = (n_rows, tensors[i].shape[0])
         phi = prog.work.take(shape, x)
-        torch.addmm(tensors[ph.const], tensors[ph.weight], tensors[i].T, out=phi)
+        ph.phases(tensors, phi)
         trig[i] = (torch.cos(phi, out=arena.alloc(shape)), torch.sin(phi, out=arena.alloc(shape)))
     kept: list[Tensor | None] = []
     for op, k, w in zip(prog.ops, keep, widths, strict=True):
@@ -227,7 +240,7 @@ def _probs(x: Tensor, work: Workspace) -> Tensor:
     p = work.take((x.shape[0], x.shape[-1]), x)
     torch.mul(x[:, 0], x[:, 0], out=p)
     p.addcmul_(x[:, 1], x[:, 1])
-    return p.T.contiguous()
+    return p.T.clone(memory_format=torch.contiguous_format)  # fresh even when L = 1 (p.T is then contiguous)
 
 
 class _Backward:
@@ -283,7 +296,7 @@ class _Backward:
                 d = self.dphi[op.index]
                 if self.tensors[op.index].shape[0] != d.shape[1]:
                     d = d.sum(1, keepdim=True)
-                self.grads[op.index] = d.T @ self.tensors[op.weight]
+                self.grads[op.index] = op.grad(self.tensors, d)
         return self.grads
 
 

@@ -21,6 +21,7 @@ from qsight.quantum.circuits import HeadCircuit
 from qsight.quantum.dense import dense_circuit, layer_term, sin_inputs
 from qsight.quantum.expressions import Poly, QuadForm, poly_arrays
 from qsight.quantum.gates import SUPPORTED, Gate, circuit_gates, diag_parts, schedule
+from qsight.quantum.phases import quadratic_tables
 from qsight.quantum.statevec import Chunk, Expand, Layer, Op, Perm, Phase, Program, evolve, final_state
 from qsight.quantum.workspace import Workspace
 
@@ -119,11 +120,9 @@ def _chunks(n_rotations: list[int]) -> list[tuple[int, int]]:
 
 
 class PhaseMap(nn.Module):
-    """A diagonal block's phases φᵀ (2^n, lead) = Σ_t poly_t(p)·pattern_t = const + weight @ fᵀ, where the
-    features f (lead, F) are the monomials (parameters, products of two) that its polynomials use."""
-
-    weight: Tensor
-    const: Tensor
+    """A diagonal block's phases φ (2^n, lead) = Σ_t poly_t(p)·pattern_t = const + weight @ fᵀ, where the
+    features f (lead, F) are the monomials (parameters, products of two) that its polynomials use; as a
+    quadratic form in the spins where it is one (`phases.quadratic_tables`)."""
 
     def __init__(self, polys: list[Poly], patterns: np.ndarray, n_params: int, n_inputs: int) -> None:
         super().__init__()
@@ -133,10 +132,20 @@ class PhaseMap(nn.Module):
         self.qi, self.qj = [i for i, _ in pairs], [j for _, j in pairs]
         rows = [lin[i] for i in self.li] + [quad[i, j] for i, j in pairs]
         weight = np.stack(rows) @ patterns if rows else np.zeros((0, patterns.shape[1]))
-        self.register_buffer("weight", torch.from_numpy(np.ascontiguousarray(weight.T)), persistent=False)  # (2^n, F)
-        self.register_buffer("const", torch.from_numpy(const @ patterns)[:, None], persistent=False)
-        self.trivial = not rows and not np.any(self.const.numpy())
+        c = const @ patterns
+        self.trivial = not rows and not np.any(c)
         self.uses_inputs = any(i < n_inputs for i in self.li + self.qi + self.qj)
+        n = patterns.shape[1].bit_length() - 1
+        tables = quadratic_tables(np.concatenate([weight.T, c[:, None]], 1), n) if n > 1 else None
+        self.quadratic = tables is not None
+        arrays = list(tables.values()) if tables is not None else [np.ascontiguousarray(weight.T), c[:, None]]
+        self.names = [f"param_{i}" for i in range(len(arrays))]
+        for name, a in zip(self.names, arrays, strict=True):
+            self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(a)), persistent=False)
+
+    def params(self) -> list[Tensor]:
+        """The fixed tensors of `statevec.Phase`."""
+        return [getattr(self, name) for name in self.names]
 
     def forward(self, p_full: Tensor, p_w: Tensor) -> Tensor:
         """The features f (lead, F)."""
@@ -145,8 +154,9 @@ class PhaseMap(nn.Module):
 
     def same(self, other: PhaseMap) -> bool:
         """Whether both compute the same phases."""
-        return (self.li, self.qi, self.qj) == (other.li, other.qi, other.qj) and torch.equal(
-            self.weight, other.weight) and torch.equal(self.const, other.const)
+        mine, theirs = self.params(), other.params()
+        return (self.li, self.qi, self.qj) == (other.li, other.qi, other.qj) and len(mine) == len(theirs) and all(
+            torch.equal(a, b) for a, b in zip(mine, theirs, strict=True))
 
 
 class DiagBlock(nn.Module):
@@ -202,8 +212,9 @@ def _program(blocks: list[Block], n: int, start: bool) -> Program:
         if b.phase is not None:
             if id(b.phase) not in index:
                 index[id(b.phase)] = count
-                count += 3
-            ops.append(Phase(index[id(b.phase)], index[id(b.phase)] + 1, index[id(b.phase)] + 2))
+                count += 1 + len(b.phase.names)
+            k = index[id(b.phase)]
+            ops.append(Phase(k, tuple(range(k + 1, k + 1 + len(b.phase.names))), b.phase.quadratic))
         if b.permutes:
             ops.append(Perm(count, count + 1))
             count += 2
@@ -220,7 +231,7 @@ def _tensors(blocks: list[Block], p_full: Tensor, p_w: Tensor) -> list[Tensor]:
             continue
         if b.phase is not None and id(b.phase) not in done:
             done.add(id(b.phase))
-            out += [b.phase(p_full, p_w), b.phase.weight, b.phase.const]
+            out += [b.phase(p_full, p_w), *b.phase.params()]
         if b.permutes:
             out += [b.inv, b.perm]
     return out
