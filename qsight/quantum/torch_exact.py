@@ -5,8 +5,11 @@ applied as Kronecker chunks of a few qubits, each chunk's matrix a Fourier expan
 gate angles; a *diagonal* block holds diagonal and permutation gates (CX, P, RZ, RZZ, ...),
 folded into one phase vector (a polynomial of the parameters) and one index permutation. Gates
 commute past blocks that do not touch their qubits, so a ZZ feature map becomes two blocks per
-repetition. Up to `dense.MAX_QUBITS` qubits the blocks become dense 2^n×2^n terms instead (far
-fewer tensor ops). Gradients come from autograd; the result is exact to rounding.
+repetition. Up to `dense.MAX_QUBITS` qubits the blocks become dense 2^n×2^n terms, with gradients
+from autograd (few, small ops). Wider circuits run as ops of `statevec` (the batch as one real
+tensor, chunk matmuls, a hand-written backward pass, reused memory); the modules here compute the
+ops' tensors (chunk matrices, phase features) from the parameters, differentiably. Both are exact
+to rounding.
 """
 
 from __future__ import annotations
