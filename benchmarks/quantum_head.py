@@ -1,7 +1,7 @@
 """Quantum head forward+backward time, exactness and peak memory per sampler, side by side.
 
-    python benchmarks/quantum_head.py            # n = 4, 8, 12, 16; 6 to 10 minutes
-    python benchmarks/quantum_head.py --quick    # reference samplers at n = 4 only; about a minute
+    python benchmarks/quantum_head.py            # n = 4, 8, 12, 16; about 11 minutes on 2 busy cores
+    python benchmarks/quantum_head.py --quick    # reference samplers at n = 4 only; 1 to 2 minutes
     python benchmarks/quantum_head.py --json     # one JSON object for scripts
     python benchmarks/quantum_head.py --threads 2
 
