@@ -15,6 +15,7 @@ from qsight.quantum import QuantumHeadParams, quantum_head
 from qsight.quantum.circuits import CircuitSpec, HeadCircuit, build_circuit
 from qsight.quantum.head import QuantumHead
 from qsight.quantum.torch_exact import DiagBlock, TorchCircuit
+from qsight.quantum.workspace import Workspace
 
 
 def reference(hc: HeadCircuit, x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -160,3 +161,16 @@ def test_threads_forward_and_backward_match_serial() -> None:
     assert not errors
     for got, want in zip(results, serial, strict=True):
         assert got is not None and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_workspace_lends_memory_back_once_released() -> None:
+    work, like = Workspace(), torch.zeros(1, dtype=torch.float64)
+    a = work.lend(100, like)
+    b = work.lend(50, like)
+    assert a.flat.data_ptr() != b.flat.data_ptr()
+    ptr = a.flat.data_ptr()
+    del a
+    c = work.lend(80, like)  # a's memory is free again, and large enough
+    assert c.flat.data_ptr() == ptr and c.flat.numel() == 80
+    x, y = c.alloc((4, 5)), c.alloc((60,))
+    assert x.data_ptr() == ptr and y.data_ptr() == ptr + 20 * 8

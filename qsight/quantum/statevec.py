@@ -290,7 +290,7 @@ class _Backward:
         d.addcmul_(g[:, 0], x[:, 1], value=-1.0)
 
     def finish(self) -> list[Tensor | None]:
-        """The gradients, with each phase's features gradient ∂L/∂f = (∂L/∂φ)ᵀ·weight."""
+        """The gradients, each phase's features' from its total ∂L/∂φ (`Phase.grad`)."""
         for op in self.prog.ops:
             if isinstance(op, Phase) and op.index in self.dphi and self.grads[op.index] is None:
                 d = self.dphi[op.index]
