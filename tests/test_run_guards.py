@@ -155,3 +155,27 @@ def test_a_full_disk_fails_cleanly_and_the_run_resumes(tmp_path: Path) -> None:
         assert json.loads(summary.read_text())["status"] == "completed"
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_resume_trims_metric_lines_after_its_checkpoint_and_the_test_line(tmp_path: Path) -> None:
+    """The lines a resumed run keeps: stages before its checkpoint's, and that stage up to its epoch.
+    The test split's line (stage "test", epoch null: written after every stage) goes: a run killed after
+    it resumes from its last epoch and writes it again. Fails on the old code: TypeError on the null epoch."""
+    from qsight.config.toml_io import load_spec
+    from qsight.experiment.launch import trim_metrics
+
+    spec_path, run = _fake_run(tmp_path)
+    spec = load_spec(spec_path)
+    names = [s.name for s in spec.stages]
+    assert len(names) >= 2, names
+    lines = [
+        {"stage": names[0], "epoch": 1, "step": 1},
+        {"stage": names[0], "epoch": 2, "step": 2},
+        {"stage": names[1], "epoch": 1, "step": 3},
+        {"stage": names[1], "epoch": 2, "step": 4},
+        {"stage": "test", "epoch": None, "step": 4},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"cut sh')
+    trim_metrics(run, spec, stage_index=1, epoch=1)
+    kept = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert kept == lines[:3]

@@ -19,7 +19,7 @@ import pytest
 import tomli_w
 from mlflow import MlflowClient
 
-from tests.helpers import ROOT, cli, history, read_finished, summary, tiny_spec
+from tests.helpers import ROOT, cli, history, read_records, summary, tiny_spec
 
 pytestmark = pytest.mark.slow
 CLASSICAL = {"name": "classical", "heads": ["global"], "train": ["backbone", "heads.global"], "lr": 3e-3}
@@ -200,6 +200,20 @@ def _points(client: MlflowClient, run_id: str, keys: list[str]) -> list[tuple[st
     return sorted((k, int(m.step), float(m.value)) for k in keys for m in client.get_metric_history(run_id, k))
 
 
+def _wandb_log_with_exit(run_dir: Path, timeout: float) -> tuple[list[Path], list[Any]] | None:
+    """The run's transaction logs and the records of the one holding an exit record (polled: wandb-core
+    may still be writing when the run's process has exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name)
+        ended = [r for r in map(read_records, files) if any(x.HasField("exit") for x in r)]
+        if ended:
+            return files, ended[-1]
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.5)
+
+
 def test_killed_and_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path: Path) -> None:
     """Killed mid-epoch 2, resumed from epoch 1's checkpoint: one MLflow run holding every point once
     with the values of metrics.jsonl, one W&B run id (one offline folder per process).
@@ -245,14 +259,13 @@ def test_killed_and_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path: Pa
     wandb_id = json.loads((run_dir / "wandb" / "qsight-wandb.json").read_text())["id"]
     folders = sorted((run_dir / "wandb").glob("offline-run-*"))  # one per process, named by start time
     assert len(folders) == 2 and all(f.name.endswith(f"-{wandb_id}") for f in folders), folders
-    # one run id throughout; which folder's transaction log holds the resumed process's records depends on
-    # W&B's flushing under load, so the log that ends the run is found by its exit record
-    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name)
-    assert files and {f.name for f in files} == {f"run-{wandb_id}.wandb"}
-    logs = [read_finished(f) for f in files]
-    ended = [records for records in logs if any(r.HasField("exit") for r in records)]
-    assert ended, files
-    records = ended[-1]
+    assert summary(run_dir)["sinks"]["wandb"] == "ok", (run_dir / "run.log").read_text()[-2000:]
+    # one run id throughout; which folder's transaction log holds the resumed process's records, and when
+    # wandb-core (its own process) has written the exit record, depend on W&B's flushing under load
+    ended = _wandb_log_with_exit(run_dir, timeout=120.0)
+    assert ended is not None, [(f, f.stat().st_size) for f in run_dir.glob("wandb/offline-run-*/*")]
+    files, records = ended
+    assert {f.name for f in files} == {f"run-{wandb_id}.wandb"}
     steps = [row["_step"] for row in history(records)]
     assert steps[0] == checkpoint + 3 and steps[-1] == 30  # the resumed process: from its checkpoint on
     (exit_rec,) = (r.exit for r in records if r.HasField("exit"))

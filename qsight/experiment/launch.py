@@ -142,8 +142,10 @@ def trim_metrics(run_dir: Path, spec: ExperimentSpec, stage_index: int, epoch: i
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by the kill
-        pos = (order.get(rec.get("stage"), 0), int(rec.get("epoch", 0)))
-        if pos[0] < stage_index or (pos[0] == stage_index and pos[1] <= epoch):
+        stage = order.get(rec.get("stage"))
+        if stage is None:
+            continue  # the test split's line: written after every stage, written again at the end
+        if stage < stage_index or (stage == stage_index and int(rec.get("epoch") or 0) <= epoch):
             kept.append(line)
     path.write_text("".join(k + "\n" for k in kept))
 
