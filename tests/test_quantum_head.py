@@ -107,3 +107,40 @@ def test_cuda_tensors() -> None:  # pragma: no cover - GPU machines only
     out = head(torch.randn(4, 12, device="cuda"))
     out.sum().backward()
     assert out.device.type == "cuda" and head.weights.grad is not None
+
+
+def test_readout_gain_reads_probabilities_relative_to_uniform() -> None:
+    """``uniform``: the readout reads 2^n·p (logits minus bias scale by 2^n); expectations are left alone."""
+    x = torch.randn(4, 12)
+    plain, scaled = make(readout_gain="none"), make(readout_gain="uniform")
+    scaled.load_state_dict(plain.state_dict())
+    bias = plain.readout.bias.detach()
+    assert torch.allclose(scaled(x) - bias, 2**3 * (plain(x) - bias), atol=1e-5)
+    z_plain, z_scaled = make(readout="expectations", readout_gain="none"), make(readout="expectations")
+    z_scaled.load_state_dict(z_plain.state_dict())
+    assert torch.equal(z_plain(x), z_scaled(x))
+
+
+def _fit_accuracy(seed: int, gain: str) -> float:
+    """Training accuracy of an 8-qubit head after 25 Adam steps (lr 5e-2) on 128 clustered, imbalanced samples."""
+    head = make(seed, qubits=8, feature_map_reps=1, readout_gain=gain)
+    g = torch.Generator().manual_seed(100 + seed)
+    y = torch.multinomial(torch.tensor([0.5, 0.1, 0.2, 0.1, 0.1]), 128, replacement=True, generator=g)
+    x = torch.randn(5, 12, generator=g)[y] + 0.3 * torch.randn(128, 12, generator=g)
+    opt = torch.optim.Adam(head.parameters(), lr=5e-2)
+    for _ in range(25):
+        opt.zero_grad()
+        nn.functional.cross_entropy(head(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        return float((head(x).argmax(1) == y).float().mean())
+
+
+def test_readout_gain_lets_the_head_leave_the_majority_class() -> None:
+    """Read as p (each ~1/256), the readout's inputs differ by ~1e-3 between samples: the head sits on the
+    majority class for epochs (the flagship's quantum head: val QWK 0.0 for 6 epochs at some seeds).
+    Read as 2^n·p it learns in the same steps (0.79 vs 0.54 mean accuracy here)."""
+    seeds = range(3)
+    plain = sum(_fit_accuracy(s, "none") for s in seeds) / len(seeds)
+    scaled = sum(_fit_accuracy(s, "uniform") for s in seeds) / len(seeds)
+    assert scaled > plain + 0.1, (plain, scaled)

@@ -37,6 +37,8 @@ class QuantumHead(nn.Module):
         self.weights = nn.Parameter(torch.empty(len(hc.weights)).uniform_(-math.pi, math.pi).to(self.dtype))
         r = readout_matrix(p.qubits, p.readout)
         self.register_buffer("readout_map", None if r is None else torch.from_numpy(r).to(self.dtype), persistent=False)
+        # 2^n outcome probabilities average 2^-n: scaled to mean 1, the readout sees O(1) differences
+        self.readout_gain = float(2**p.qubits) if r is None and p.readout_gain == "uniform" else 1.0
         self.readout = nn.Linear(readout_width(p.qubits, p.readout), num_classes)
         self.residual = nn.Linear(in_dim, num_classes) if p.residual else None
         # a buffer, so checkpoints, resumes and restored best epochs carry the temperature trained with
@@ -70,7 +72,7 @@ class QuantumHead(nn.Module):
         with torch.autocast(features.device.type, enabled=False):
             x = features.to(self.dtype)
             probs = self.circuit(self.angles(x), self.weights)
-            q = probs.to(self.dtype)
+            q = probs.to(self.dtype) * self.readout_gain
             if self.readout_map is not None:
                 q = q @ self.readout_map
             logits: Tensor = self.readout(q)

@@ -123,6 +123,10 @@ class QuantumHeadParams(HeadParams):
         "probabilities",
         description="probabilities (2^n), expectations (<Z_q>, n) or parity (<Z_q>, <Z_q Z_r>)",
     )
+    readout_gain: Literal["uniform", "none"] = Field(
+        "uniform",
+        description="probabilities read as 2^n·p (1 where uniform: O(1) features at any width) or as p",
+    )
     angle_scale: float = Field(math.pi, gt=0.0, le=4 * math.pi, description="angles = scale·tanh(z / T)")
     residual: bool = Field(False, description="add a classical linear branch to the logits")
     sampler: SamplerRef = Field(default_factory=lambda: {"type": "torch-exact"}, validate_default=True)
