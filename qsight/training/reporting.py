@@ -159,8 +159,9 @@ class EpochReporter:
             min_map_size=cfg.min_map_size, tolerance=cfg.pointing_tolerance,
         )
         for target, score in report.scores.items():
-            log.info("Grad-CAM %s at %s: pointing game %s on %d samples (chance %s, %d blank)", target,
-                     report.layer, _fmt(score.value), score.scored, _fmt(score.chance), score.blank)
+            log.info("Grad-CAM %s at %s: pointing game %s on %d samples (chance %s, on other samples' lesions %s,"
+                     " %d blank)", target, report.layer, _fmt(score.value), score.scored, _fmt(score.chance),
+                     _fmt(score.shuffled_value), score.blank)
         return report
 
 
