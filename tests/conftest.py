@@ -18,6 +18,15 @@ import pytest
 from tests.helpers import KILL_POINTS, SMOKE, cli, run_with_snapshots
 
 LONG_OVERRIDES = ("--set", "stages.1.epochs=3", "--set", "train.batch_size=8")
+#: Fixtures that train (whole runs, or processes of their own): a test using one is in the slow selection.
+TRAINING_FIXTURES = {"smoke_run", "long_run", "killed_runs", "interrupted_run", "tiny_run", "two_processes"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that uses a training fixture: ``-m "not slow"`` then starts no run."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

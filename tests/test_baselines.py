@@ -127,6 +127,7 @@ def _quantum_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in ck["model"].items() if not k.startswith(("heads.matched", "combiner"))}
 
 
+@pytest.mark.slow
 def test_a_matched_head_leaves_the_other_heads_training_unchanged(tmp_path: Path) -> None:
     """quantum trains exactly as alone when matched joins its stage (clipped per module, monitored itself)."""
     same = {"stages__1__grad_clip_scope": "module", "stages__1__monitor": "val/quantum/qwk"}

@@ -60,6 +60,7 @@ def test_listing_and_schema_validation_do_not_import_torch() -> None:
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.slow
 def test_validate_exit_codes_and_messages(tmp_path: Path) -> None:
     assert cli("validate", str(SMOKE)).returncode == 0
     res = cli("validate", str(SMOKE), "--set", "model.heads.quantum.qubits=40")
@@ -83,6 +84,7 @@ def test_schema_is_json() -> None:
     assert "stages" in schema["properties"]
 
 
+@pytest.mark.slow
 def test_plugin_components_are_listed_with_their_distribution(tmp_path: Path) -> None:
     body = (
         "from qsight.components import HEADS\n"

@@ -299,6 +299,7 @@ def _run(tmp: Path, data: dict[str, Any]) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_gradcam_files_are_named_per_sample(tmp_path: Path) -> None:
     """Old code: b/img4's Grad-CAM files overwrote a/img4's (both named img4_*)."""
     for cls in ("a", "b"):
@@ -310,6 +311,7 @@ def test_gradcam_files_are_named_per_sample(tmp_path: Path) -> None:
     assert {p.name for p in cams.glob("*_original.png")} == {"a__img4_original.png", "b__img4_original.png"}
 
 
+@pytest.mark.slow
 def test_a_run_skips_and_counts_images_found_bad_while_loading(tmp_path: Path) -> None:
     """Old code: with image_check = "none" the corrupt image stopped the run (exit 2) despite "skip"."""
     _flat_folders(tmp_path / "data", 90)

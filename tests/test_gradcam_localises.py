@@ -284,6 +284,7 @@ def test_head_without_gradient_is_skipped_and_logged(tmp_path: Path, caplog: pyt
     assert maps.skipped == {"quantum": NO_GRADIENT, "ensemble": NO_GRADIENT, "global": NO_OUTPUT}
 
 
+@pytest.mark.slow
 def test_evaluation_only_aer_head_run_completes(tmp_path: Path) -> None:
     """A tiny run whose quantum head is Aer with gradient = "none": it trains nothing, Grad-CAM skips it."""
     aer = {"type": "aer", "shots": 64, "seed": 3, "gradient": "none"}

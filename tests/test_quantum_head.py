@@ -136,6 +136,7 @@ def _fit_accuracy(seed: int, gain: str) -> float:
         return float((head(x).argmax(1) == y).float().mean())
 
 
+@pytest.mark.slow
 def test_readout_gain_lets_the_head_leave_the_majority_class() -> None:
     """Read as p (each ~1/256), the readout's inputs differ by ~1e-3 between samples: the head sits on the
     majority class for epochs (the flagship's quantum head: val QWK 0.0 for 6 epochs at some seeds).

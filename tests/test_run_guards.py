@@ -60,6 +60,7 @@ def test_resume_with_a_different_spec_names_the_keys(tmp_path: Path) -> None:
     assert "output.root" in str(info.value)  # it differs too: every differing key is named
 
 
+@pytest.mark.slow
 def test_output_places_that_are_files_are_refused_before_any_work(tmp_path: Path) -> None:
     blocker = tmp_path / "afile"
     blocker.write_text("x")
@@ -90,6 +91,7 @@ def test_read_only_output_root_is_bad_input(tmp_path: Path) -> None:
         subprocess.run(["umount", str(ro)], check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
@@ -107,6 +109,7 @@ def test_validate_probes_the_backbone_before_any_data(changes: dict[str, str], e
     assert not (tmp_path / "reports" / "cache").exists()  # refused before the data was built
 
 
+@pytest.mark.slow
 def test_verbosity_and_version() -> None:
     quiet = cli("validate", str(SMOKE))
     assert quiet.returncode == 0 and "INFO" not in quiet.stderr
@@ -116,6 +119,7 @@ def test_verbosity_and_version() -> None:
     assert version.returncode == 0 and version.stdout.startswith("qsight ")
 
 
+@pytest.mark.slow
 def test_dry_run_is_marked_and_logged(tmp_path: Path) -> None:
     folder = tmp_path / "dry"
     res = cli("run", str(tiny_spec(tmp_path)), "--run-dir", str(folder), "--dry-run")

@@ -26,6 +26,7 @@ def test_resume_after_a_kill_ends_with_the_same_metrics(
     assert val_metrics(run_dir) == val_metrics(long_run)
 
 
+@pytest.mark.slow
 def test_resume_refuses_overrides_and_missing_checkpoints(tmp_path: Path) -> None:
     res = cli("run", "--resume", str(tmp_path))
     assert res.returncode == 2 and "not a qsight run folder" in res.stderr

@@ -37,6 +37,7 @@ def test_real_circuit_agrees_with_torch_exact(spec: CircuitSpec) -> None:
     assert not got.is_complex()
 
 
+@pytest.mark.slow
 def test_real_circuit_has_no_complex_tensor_and_exports_to_onnx(tmp_path: Path) -> None:
     import onnxruntime as ort
 

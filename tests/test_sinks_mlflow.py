@@ -146,6 +146,7 @@ def check_run(client: MlflowClient, sink: MlflowSink, status: str, tmp: Path) ->
     assert table["columns"] == ["id", "label", "pred", "confidence"] and [r[1] for r in table["data"]] == [0, 3]
 
 
+@pytest.mark.slow
 def test_default_sqlite_store(tmp_path: Path) -> None:
     run = new_run(tmp_path)
     files = sink_artifacts(run.run_dir)
@@ -163,6 +164,7 @@ def test_default_sqlite_store(tmp_path: Path) -> None:
     assert (root / "mlartifacts").is_dir()
 
 
+@pytest.mark.slow
 def test_resumed_run_continues_its_mlflow_run(tmp_path: Path) -> None:
     run = new_run(tmp_path)
     files = sink_artifacts(run.run_dir)

@@ -67,6 +67,7 @@ def artifact_names(client: MlflowClient, run_id: str, folder: str) -> list[str]:
     return [info.path for info in client.list_artifacts(run_id, folder)]
 
 
+@pytest.mark.slow
 def test_110_epochs_of_tables_and_images_stay_within_mlflow_limits(tmp_path: Path) -> None:
     """Fails on the old code: the tag listing every table outgrew 8000 characters (JSONDecodeError)."""
     run = run_info(tmp_path)
@@ -99,6 +100,7 @@ def test_110_epochs_of_tables_and_images_stay_within_mlflow_limits(tmp_path: Pat
     }
 
 
+@pytest.mark.slow
 def test_resumed_run_logs_no_step_twice_in_mlflow(tmp_path: Path) -> None:
     """A process killed mid-epoch 4 (checkpoint after epoch 2), then resumed: epochs 3 and 4 are logged again.
 
@@ -129,6 +131,7 @@ def test_resumed_run_logs_no_step_twice_in_mlflow(tmp_path: Path) -> None:
     assert len(json.loads(Path(local).read_text())["data"]) == 2  # replaced, not appended to
 
 
+@pytest.mark.slow
 def test_new_run_never_joins_an_mlflow_run_of_the_same_folder_name(tmp_path: Path) -> None:
     """Fails on the old code: a new run in another folder of the same name reopened the first MLflow run."""
     one, two = run_info(tmp_path / "a"), run_info(tmp_path / "b")
@@ -141,6 +144,7 @@ def test_new_run_never_joins_an_mlflow_run_of_the_same_folder_name(tmp_path: Pat
     assert sinks[2].run_id == sinks[0].run_id  # resuming folder a finds folder a's run
 
 
+@pytest.mark.slow
 def test_dry_run_is_marked_in_mlflow_and_wandb(tmp_path: Path) -> None:
     """Fails on the old code (RunInfo had no dry_run: nothing marked a dry run)."""
     dry, plain = run_info(tmp_path, "dry", dry_run=True), run_info(tmp_path, "plain")
@@ -180,6 +184,7 @@ def test_resumed_wandb_run_keeps_its_id(tmp_path: Path) -> None:
     assert other.run_id != run_id
 
 
+@pytest.mark.slow
 def test_sink_failing_mid_run_leaves_no_mlflow_run_running(tmp_path: Path) -> None:
     """Fails on the old code: a sink disabled by a failure was never finished (its run stayed RUNNING)."""
     run = run_info(tmp_path)

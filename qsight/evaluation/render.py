@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
-from pytorch_grad_cam.utils.image import show_cam_on_image
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,8 @@ def fit_map(cam: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
     """The CAM as a jet heat map blended over ``image`` (HxWx3 uint8)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # imports torchvision and sklearn: 2-3 s
+
     rgb = as_rgb_uint8(image)
     heat = fit_map(cam, rgb.shape[0], rgb.shape[1])
     blended = show_cam_on_image(rgb.astype(np.float32) / 255.0, np.clip(heat, 0.0, 1.0), use_rgb=True)
