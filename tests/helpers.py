@@ -61,8 +61,15 @@ def tiny_spec(tmp: Path, *, reports: Path | None = None, sinks: bool = False, na
 
 
 def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a CLI subprocess: ours, W&B offline, plus `env`."""
-    return {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    """The environment of a CLI subprocess: ours, W&B offline, plus `env`.
+
+    Without ``WANDB_SERVICE``: a W&B run in this process exports its wandb-core service there, and a
+    child attached to it would share it with every other child (a killed child's run stays open in
+    it, and its resume is refused: "run ID ... is in use"), unlike a run started from a shell.
+    """
+    found = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    found.pop("WANDB_SERVICE", None)
+    return found
 
 
 def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,

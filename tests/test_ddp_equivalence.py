@@ -12,14 +12,13 @@ step's gradient by 0.4 % and later epochs' metrics by up to 0.01.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, cli, summary, tiny_spec
+from tests.helpers import ROOT, cli, cli_env, summary, tiny_spec
 
 TOLERANCE = 1e-3
 
@@ -38,7 +37,7 @@ def test_two_processes_give_the_metrics_of_one(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "qsight", "-v", "run", str(spec)]
     two = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         env=cli_env({"OMP_NUM_THREADS": "1"}))
     assert two.returncode == 0, two.stderr[-3000:]
 
     runs = list((tmp_path / "reports" / "runs" / "smoke").iterdir())

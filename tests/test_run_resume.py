@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import KILL_POINTS, ROOT, cli, copy_run, summary, tiny_spec, val_metrics
+from tests.helpers import KILL_POINTS, ROOT, cli, cli_env, copy_run, summary, tiny_spec, val_metrics
 
 
 @pytest.mark.slow
@@ -55,7 +54,7 @@ def test_two_process_ddp_matches_one_process_over_the_same_global_batch(tmp_path
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "qsight", "run", str(spec), "--run-dir", str(run_dir)]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         env=cli_env({"OMP_NUM_THREADS": "1"}))
     assert res.returncode == 0, res.stderr[-3000:]
     got = val_metrics(run_dir)
     assert set(got) == set(expected)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,22 @@ def test_resumed_wandb_run_keeps_its_id(tmp_path: Path) -> None:
     assert [f.name for f in files] == [f"run-{run_id}.wandb"] * 2
     assert [[row["_step"] for row in history(read_finished(f))] for f in files] == [[10], [20]]
     assert other.run_id != run_id
+
+
+def test_resume_on_a_service_still_holding_the_run_says_why(tmp_path: Path) -> None:
+    """A process that joined another's W&B service (WANDB_SERVICE, exported by wandb.init) and resumes a
+    run that service still holds (its first process died without finishing) gets a message naming the
+    cause and the way out. This was CI's intermittent failure: the test process's service was inherited."""
+    run = run_info(tmp_path)
+    first = WandbSink(WandbParams())
+    first.start(run)  # left open, as a killed process leaves it
+    try:
+        assert os.environ.get("WANDB_SERVICE"), "wandb.init exports its service to child processes"
+        second = WandbSink(WandbParams())
+        with pytest.raises(RuntimeError, match=r"is in use: this process joined the W&B service.*unset WANDB_SERVICE"):
+            second.start(dataclasses.replace(run, resumed=True))
+    finally:
+        first.finish("completed", {})
 
 
 @pytest.mark.slow

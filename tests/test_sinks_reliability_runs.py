@@ -19,7 +19,7 @@ import pytest
 import tomli_w
 from mlflow import MlflowClient
 
-from tests.helpers import ROOT, cli, history, read_records, summary, tiny_spec
+from tests.helpers import ROOT, cli, cli_env, history, read_records, summary, tiny_spec
 
 pytestmark = pytest.mark.slow
 CLASSICAL = {"name": "classical", "heads": ["global"], "train": ["backbone", "heads.global"], "lr": 3e-3}
@@ -86,7 +86,7 @@ def test_four_sink_processes_released_together_on_a_fresh_store(tmp_path: Path) 
     Fails on the old code: MLflow's table creation races (`duplicate column name: step`,
     `table _alembic_tmp_... already exists`) and the store can break for good.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = cli_env({"OMP_NUM_THREADS": "1"})
     env.pop("MLFLOW_TRACKING_URI", None)
     for rnd in range(3):
         root = tmp_path / f"round{rnd}" / "reports"
@@ -128,7 +128,7 @@ def test_four_runs_starting_together_on_a_fresh_store(tmp_path: Path) -> None:
     Each process reaches the store when its imports and data are ready, so whether they collide
     depends on the machine; the test above releases them together.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = cli_env({"OMP_NUM_THREADS": "1"})
     env.pop("MLFLOW_TRACKING_URI", None)
     for rnd in range(3):
         tmp = tmp_path / f"round{rnd}"
@@ -232,7 +232,7 @@ def test_killed_and_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path: Pa
         train__limit_batches=10,
         train__log_every=3,
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = cli_env({"OMP_NUM_THREADS": "1"})
     env.pop("MLFLOW_TRACKING_URI", None)
     run_dir = tmp_path / "run"
     _kill_in_epoch_2(spec, run_dir, env)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from qsight.sweeps.aggregate import interval
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, cli, cli_env
 
 TINY_SET = ["train.limit_batches=1", "stages.1.epochs=1", "explain.enabled=false", "sinks={}",
             "data.train_size=48", "data.val_size=24"]
@@ -339,7 +339,7 @@ def test_two_workers_on_postgres_run_every_trial_exactly_once(tmp_path: Path, po
     path = write_sweep(tmp_path, grid={"model.heads.quantum.qubits": [2, 3], "stages.0.lr": [1e-3, 3e-3]},
                        seeds=[1])
     cmd = [sys.executable, "-m", "qsight", "sweep", str(path), "--storage", postgres_url]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = cli_env({"OMP_NUM_THREADS": "1"})
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outputs = [p.communicate(timeout=1200) for p in procs]

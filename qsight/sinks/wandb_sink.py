@@ -73,20 +73,32 @@ class WandbSink(BaseSink):
         tags = [*self.params.tags, *(["dry_run"] if run.dry_run else [])]
         if earlier is None:
             write_atomic(state, json.dumps({"id": self.run_id}) + "\n")
-        self._run = wandb.init(
+        try:
+            self._run = self._init(wandb, run, settings, tags)
+        except Exception as e:
+            if "is in use" in str(e) and os.environ.get("WANDB_SERVICE"):
+                raise RuntimeError(
+                    f"{e}: this process joined the W&B service of another (WANDB_SERVICE is set), which "
+                    "still holds the run of a process that ended without closing it; unset WANDB_SERVICE "
+                    "or end the process that started that service"
+                ) from e
+            raise
+        self._first_step = int(getattr(self._run, "starting_step", 0) or 0)
+
+    def _init(self, wandb: Any, run: RunInfo, settings: Any, tags: list[str]) -> Any:
+        return wandb.init(
             project=self.params.project or run.experiment,
             entity=self.params.entity if self.mode == "online" else None,
             name=run.run_id,
             id=self.run_id,
             resume="allow",
             dir=str(run.run_dir),
-            mode=self.mode,  # type: ignore[arg-type]
+            mode=self.mode,
             config={**run.spec, "dry_run": run.dry_run},
             tags=tags or None,
             settings=settings,
             reinit="create_new",
         )
-        self._first_step = int(getattr(self._run, "starting_step", 0) or 0)
 
     def _due(self, step: int) -> bool:
         """False for a step a resumed online run already holds (W&B would drop it with a warning)."""
