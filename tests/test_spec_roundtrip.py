@@ -227,3 +227,22 @@ def test_off_overrides_are_plain_toml(tmp_path: Path) -> None:
     path = tmp_path / "off.toml"
     path.write_text(tomli_w.dumps(apply_overrides(smoke_raw(), OFF_OVERRIDES)))
     assert load_spec(path) == all_off()
+
+
+def test_a_run_written_before_readout_gain_keeps_its_reading(tmp_path: Path) -> None:
+    """A run folder's spec.toml from before ``readout_gain`` existed (a full dump without that key) is
+    read with the behaviour it was trained with ("none"); a written value, and a user's new spec without
+    the key, keep theirs. Fails without `load_run_spec`: old runs would serve with the new gain."""
+    from qsight.config import load_run_spec
+
+    flagship = ROOT / "experiments" / "hybrid.toml"
+    written = tomllib.loads(spec_to_toml(load_spec(flagship)))
+    old = tmp_path / "old.toml"
+    del written["model"]["heads"]["quantum"]["readout_gain"]
+    old.write_text(tomli_w.dumps(written))
+    assert load_run_spec(old).model.heads["quantum"].readout_gain == "none"
+    assert load_spec(old).model.heads["quantum"].readout_gain == "uniform"
+    new = tmp_path / "new.toml"
+    new.write_text(spec_to_toml(load_spec(flagship)))
+    assert load_run_spec(new).model.heads["quantum"].readout_gain == "uniform"
+    assert load_run_spec(new) == load_spec(new)

@@ -16,7 +16,7 @@ from qsight.config.spec import (
     spec_schema,
     validate_spec,
 )
-from qsight.config.toml_io import load_spec, read_toml, spec_data, spec_to_toml
+from qsight.config.toml_io import load_run_spec, load_spec, read_toml, spec_data, spec_to_toml
 
 __all__ = [
     "AnnealConfig",
@@ -30,6 +30,7 @@ __all__ = [
     "TrainSpec",
     "apply_overrides",
     "ensure_ready",
+    "load_run_spec",
     "load_spec",
     "parse_override",
     "parse_value",

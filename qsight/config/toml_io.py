@@ -37,6 +37,21 @@ def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentSpec
     return validate_spec(raw, source=str(path))
 
 
+def load_run_spec(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentSpec:
+    """A run folder's ``spec.toml``: like `load_spec`, with the defaults its run was trained with.
+
+    A run folder's spec holds every field; a field added since is missing from it, and its new
+    default may not be what the run was trained with. Those fields get their old behaviour here:
+    a quantum head without ``readout_gain`` read its probabilities as p (``"none"``).
+    """
+    path = Path(path)
+    raw = read_toml(path)
+    for head in (raw.get("model", {}).get("heads") or {}).values():
+        if isinstance(head, dict) and head.get("type") == "quantum" and "readout" in head:
+            head.setdefault("readout_gain", "none")
+    return validate_spec(apply_overrides(raw, overrides), source=str(path))
+
+
 def spec_data(spec: ExperimentSpec) -> dict[str, Any]:
     """The spec as TOML-ready data: every value, off values spelled out (``grad_clip = "off"``).
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qsight.config.spec import ExperimentSpec
-from qsight.config.toml_io import load_spec
+from qsight.config.toml_io import load_run_spec, load_spec
 from qsight.errors import BadInputError, RunFailedError
 from qsight.experiment.result import RunResult
 from qsight.logs import run_log
@@ -59,7 +59,7 @@ def _follower_run(
     The folder is a placeholder when rank 0 names it (`Experiment.build` takes rank 0's).
     """
     if resume is not None:
-        return load_spec(RunLayout(resume).spec), resume, True
+        return load_run_spec(RunLayout(resume).spec), resume, True
     if spec_path is None:
         raise BadInputError("no experiment spec given, and no run folder to resume")
     spec = load_spec(spec_path, overrides)
@@ -82,7 +82,7 @@ def _resumable(folder: Path, spec_path: Path | None) -> ExperimentSpec:
         raise BadInputError(f"{folder}: the run has completed; there is nothing to resume")
     if not (layout.checkpoints / "last.pt").is_file():
         raise BadInputError(f"{folder}: no checkpoints/last.pt to resume from")
-    spec = load_spec(layout.spec)
+    spec = load_run_spec(layout.spec)
     if spec_path is not None:
         given = load_spec(spec_path)
         differ = spec_differences(spec, given)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from qsight.config.toml_io import load_spec
+from qsight.config.toml_io import load_run_spec
 from qsight.errors import BadInputError, RunFailedError
 from qsight.metric_names import ENSEMBLE
 from qsight.models.combiner import mix
@@ -93,7 +93,7 @@ class Probabilities(nn.Module):
 def exact_overrides(run_dir: Path, overrides: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """Overrides that put every quantum head of a run (as `overrides` leave it) on torch-exact, and a note
     for each head they move."""
-    spec = load_spec(RunLayout(run_dir).spec, overrides)
+    spec = load_run_spec(RunLayout(run_dir).spec, overrides)
     overrides, notes = [], []
     for name, head in spec.model.heads.items():
         sampler = getattr(head, "sampler", None)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from qsight.config.spec import ExperimentSpec
-from qsight.config.toml_io import load_spec
+from qsight.config.toml_io import load_run_spec
 from qsight.data.images import load_rgb
 from qsight.data.transforms import ResizeMode, Transform, display_transform, eval_transform
 from qsight.errors import BadInputError
@@ -161,7 +161,7 @@ def load_trained(
     layout = RunLayout(run_dir)
     if not layout.spec.is_file():
         raise BadInputError(f"{run_dir}: not a qsight run folder (no spec.toml)")
-    spec = load_spec(layout.spec, overrides)
+    spec = load_run_spec(layout.spec, overrides)
     ckpt = read_checkpoint(checkpoint_path(run_dir, checkpoint))
     names = class_names(run_dir, spec)
     model = build_model(spec.model, len(names))
