@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +262,54 @@ def history(records: list[Any]) -> list[dict[str, Any]]:
         if rec.HasField("history"):
             rows.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in rec.history.item})
     return rows
+
+
+def qiskit_probabilities(hc: Any, x: Any, w: Any) -> Any:
+    """Qiskit ``Statevector`` probabilities (B, 2^n) of a `HeadCircuit` at inputs ``x`` (B, I), weights ``w``."""
+    import numpy as np
+    from qiskit.quantum_info import Statevector
+
+    rows = []
+    for xi in x:
+        values = dict(zip(hc.inputs, xi, strict=True)) | dict(zip(hc.weights, w, strict=True))
+        rows.append(Statevector(hc.circuit.assign_parameters(values)).probabilities())
+    return np.stack(rows)
+
+
+def mixed_circuit(width: int = 2) -> Any:
+    """A `HeadCircuit` on qubits 0 and 1 of ``width``: angles mixing inputs and weights, per-sample
+    rotation layers (rx of inputs) and a controlled rotation."""
+    from qiskit.circuit import Parameter, QuantumCircuit
+
+    from qsight.quantum.circuits import HeadCircuit
+
+    x, t = [Parameter(f"x{i}") for i in range(2)], [Parameter(f"t{i}") for i in range(3)]
+    qc = QuantumCircuit(width)
+    qc.h(0)
+    qc.ry(x[0] * t[0], 1)
+    qc.rz(x[1] + t[1], 0)
+    qc.cx(0, 1)
+    qc.rx(x[0] * x[1] - 0.3, 0)
+    qc.crz(t[2], 1, 0)
+    qc.ry(t[1] * t[2], 1)
+    return HeadCircuit(qc, tuple(x), tuple(t))
+
+
+def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
+    """Run ``work(0) … work(count - 1)`` in as many threads at once; the exceptions they raised."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guarded(t: int) -> None:
+        try:
+            work(t)
+        except BaseException as exc:  # pragma: no cover - the failure a caller tests for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,)) for t in range(count)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return errors

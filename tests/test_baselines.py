@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from qiskit.quantum_info import Statevector
 
 from qsight.config.spec import SpecError, validate_spec
 from qsight.errors import BadInputError
@@ -20,7 +19,7 @@ from qsight.quantum.head import build_head
 from qsight.quantum.params import QuantumHeadParams
 from qsight.quantum.torch_exact import TorchCircuit
 from qsight.training.loop import StepContext, train_epoch
-from tests.helpers import cli, smoke_raw, summary, tiny_spec
+from tests.helpers import cli, qiskit_probabilities, smoke_raw, summary, tiny_spec
 
 MATCHED = {"type": "mlp", "input": "neck", "match_params": "quantum", "dropout": 0.0}
 
@@ -60,14 +59,6 @@ def test_match_params_impossible_or_misnamed() -> None:
             _spec(**heads)
 
 
-def _reference(circuit: Any, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    rows = []
-    for xi in x:
-        values = dict(zip(circuit.inputs, xi, strict=True)) | dict(zip(circuit.weights, w, strict=True))
-        rows.append(Statevector(circuit.circuit.assign_parameters(values)).probabilities())
-    return np.stack(rows)
-
-
 NO_ENTANGLEMENT = [(4, "real-amplitudes", "full"), (7, "efficient-su2", "none"), (3, "real-amplitudes", "none")]
 
 
@@ -82,7 +73,7 @@ def test_no_entanglement_matches_statevector(qubits: int, ansatz: Any, fmap_ent:
     rng = np.random.default_rng(qubits)
     x = rng.uniform(-np.pi, np.pi, (3, len(hc.inputs)))
     w = rng.uniform(-np.pi, np.pi, len(hc.weights))
-    want = _reference(hc, x, w)
+    want = qiskit_probabilities(hc, x, w)
     for dense in (True, False):
         got = TorchCircuit(hc, dense=dense)(torch.from_numpy(x), torch.from_numpy(w)).numpy()
         np.testing.assert_allclose(got, want, atol=1e-10, rtol=0)

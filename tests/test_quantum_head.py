@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 from torch import nn
 
 from qsight.quantum import QuantumHeadParams, quantum_head
 from qsight.quantum.head import QuantumHead
+from tests.helpers import in_threads
 
 
 def make(seed: int = 0, **kw: object) -> QuantumHead:
@@ -63,22 +62,13 @@ def test_threads_give_serial_results_bit_for_bit() -> None:
     with torch.no_grad():
         serial = [head(x) for x in inputs]
     results: list[torch.Tensor | None] = [None] * len(inputs)
-    errors: list[BaseException] = []
 
     def work(t: int) -> None:
-        try:
-            with torch.no_grad():
-                for i in range(t, len(inputs), 8):  # 8 threads × 25 calls
-                    results[i] = head(inputs[i])
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        with torch.no_grad():
+            for i in range(t, len(inputs), 8):  # 8 threads × 25 calls
+                results[i] = head(inputs[i])
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
+    assert not in_threads(work, 8)
     assert all(r is not None and torch.equal(r, s) for r, s in zip(results, serial, strict=True))
 
 

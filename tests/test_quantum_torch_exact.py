@@ -9,21 +9,13 @@ from typing import get_args
 import numpy as np
 import pytest
 import torch
-from qiskit.quantum_info import Statevector
 
-from qsight.quantum.circuits import CircuitSpec, HeadCircuit, build_circuit
+from qsight.quantum.circuits import CircuitSpec, build_circuit
 from qsight.quantum.params import Ansatz, Entanglement, FeatureMap
 from qsight.quantum.torch_exact import TorchCircuit
+from tests.helpers import qiskit_probabilities
 
 COMBOS = list(itertools.product(get_args(FeatureMap), get_args(Ansatz), get_args(Entanglement)))
-
-
-def reference(hc: HeadCircuit, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    rows = []
-    for xi in x:
-        values = dict(zip(hc.inputs, xi, strict=True)) | dict(zip(hc.weights, w, strict=True))
-        rows.append(Statevector(hc.circuit.assign_parameters(values)).probabilities())
-    return np.stack(rows)
 
 
 @pytest.mark.parametrize(("fmap", "ansatz", "ent"), COMBOS)
@@ -43,7 +35,7 @@ def test_matches_qiskit_statevector(fmap: FeatureMap, ansatz: Ansatz, ent: Entan
     x = rng.uniform(-np.pi, np.pi, (3, len(hc.inputs)))
     w = rng.uniform(-np.pi, np.pi, len(hc.weights))
     got = TorchCircuit(hc)(torch.from_numpy(x), torch.from_numpy(w)).numpy()
-    np.testing.assert_allclose(got, reference(hc, x, w), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got, qiskit_probabilities(hc, x, w), atol=1e-6, rtol=0)
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-12)
 
 
@@ -72,4 +64,4 @@ def test_big_circuit_chunks_agree() -> None:
     rng = np.random.default_rng(9)
     x, w = rng.uniform(-3, 3, (2, 9)), rng.uniform(-3, 3, len(hc.weights))
     got = TorchCircuit(hc)(torch.from_numpy(x), torch.from_numpy(w)).numpy()
-    np.testing.assert_allclose(got, reference(hc, x, w), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got, qiskit_probabilities(hc, x, w), atol=1e-6, rtol=0)

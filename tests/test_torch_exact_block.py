@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
-from qiskit.quantum_info import Statevector
 from torch.func import functional_call
 
 from qsight.quantum import QuantumHeadParams, quantum_head
@@ -16,31 +13,17 @@ from qsight.quantum.circuits import CircuitSpec, HeadCircuit, build_circuit
 from qsight.quantum.head import QuantumHead
 from qsight.quantum.torch_exact import DiagBlock, TorchCircuit
 from qsight.quantum.workspace import Workspace
-
-
-def reference(hc: HeadCircuit, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    rows = []
-    for xi in x:
-        values = dict(zip(hc.inputs, xi, strict=True)) | dict(zip(hc.weights, w, strict=True))
-        rows.append(Statevector(hc.circuit.assign_parameters(values)).probabilities())
-    return np.stack(rows)
+from tests.helpers import in_threads, qiskit_probabilities
+from tests.helpers import mixed_circuit as shared_mixed_circuit
 
 
 def mixed_circuit() -> HeadCircuit:
     """Seven qubits: per-sample complex chunks (rx of inputs), shared complex ones, a constant prefix."""
-    x, t = [Parameter(f"x{i}") for i in range(2)], [Parameter(f"t{i}") for i in range(3)]
-    qc = QuantumCircuit(7)
-    qc.h(0)
-    qc.ry(x[0] * t[0], 1)
-    qc.rz(x[1] + t[1], 0)
-    qc.cx(0, 1)
-    qc.rx(x[0] * x[1] - 0.3, 0)
-    qc.crz(t[2], 1, 0)
-    qc.ry(t[1] * t[2], 1)
-    qc.rx(t[0], 5)
-    qc.sx(6)
-    qc.y(3)
-    return HeadCircuit(qc, tuple(x), tuple(t))
+    hc: HeadCircuit = shared_mixed_circuit(7)
+    hc.circuit.rx(hc.weights[0], 5)
+    hc.circuit.sx(6)
+    hc.circuit.y(3)
+    return hc
 
 
 def parity_circuit() -> HeadCircuit:
@@ -71,7 +54,7 @@ def test_twelve_qubits_match_statevector() -> None:
     tc = TorchCircuit(hc)
     assert tc.dense is None
     got = tc(torch.from_numpy(x), torch.from_numpy(w)).numpy()
-    np.testing.assert_allclose(got, reference(hc, x, w), atol=1e-12, rtol=0)
+    np.testing.assert_allclose(got, qiskit_probabilities(hc, x, w), atol=1e-12, rtol=0)
 
 
 def check_gradients(tc: TorchCircuit, x: torch.Tensor, w: torch.Tensor, full: bool) -> None:
@@ -95,7 +78,8 @@ def test_phase_paths_match_statevector() -> None:
             [b for b in tc.parts if isinstance(b, DiagBlock) and b.phase])
         x, w = inputs(hc, 3, 7)
         got = tc(x, w).detach().numpy()
-        np.testing.assert_allclose(got, reference(hc, x.detach().numpy(), w.detach().numpy()), atol=1e-12, rtol=0)
+        want = qiskit_probabilities(hc, x.detach().numpy(), w.detach().numpy())
+        np.testing.assert_allclose(got, want, atol=1e-12, rtol=0)
 
 
 def test_head_gradcheck_float64() -> None:
@@ -144,21 +128,12 @@ def test_threads_forward_and_backward_match_serial() -> None:
 
     serial = [grads(x, w) for x, w in jobs]
     results: list[list[torch.Tensor] | None] = [None] * len(jobs)
-    errors: list[BaseException] = []
 
     def work(t: int) -> None:
-        try:
-            for i in range(t, len(jobs), 4):
-                results[i] = grads(*jobs[i])
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for i in range(t, len(jobs), 4):
+            results[i] = grads(*jobs[i])
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors
+    assert not in_threads(work, 4)
     for got, want in zip(results, serial, strict=True):
         assert got is not None and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 

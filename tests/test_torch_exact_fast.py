@@ -7,13 +7,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from qiskit import QuantumCircuit
-from qiskit.circuit import Parameter
 from qiskit.quantum_info import Statevector
 
 from qsight.quantum.circuits import CircuitSpec, HeadCircuit, build_circuit
 from qsight.quantum.dense import MAX_QUBITS
 from qsight.quantum.torch_exact import TorchCircuit, _chunks
+from tests.helpers import mixed_circuit, qiskit_probabilities
 
 SPECS = [
     CircuitSpec(n, fmap, 2, "full", ansatz, 2, ent)
@@ -50,21 +49,12 @@ def test_dense_matches_general_path(spec: CircuitSpec) -> None:
 
 def test_mixed_parameters_and_per_sample_layers() -> None:
     """Angles mixing inputs and weights, and rotation layers that differ per sample."""
-    x, t = [Parameter(f"x{i}") for i in range(2)], [Parameter(f"t{i}") for i in range(3)]
-    qc = QuantumCircuit(2)
-    qc.h(0)
-    qc.ry(x[0] * t[0], 1)
-    qc.rz(x[1] + t[1], 0)
-    qc.cx(0, 1)
-    qc.rx(x[0] * x[1] - 0.3, 0)
-    qc.crz(t[2], 1, 0)
-    qc.ry(t[1] * t[2], 1)
-    hc = HeadCircuit(qc, tuple(x), tuple(t))
+    hc = mixed_circuit()
     dense, general = both_paths(hc, 7)
     assert_agree(dense, general)
     xv, wv = np.array([[0.4, -1.1]]), np.array([0.7, 1.9, -0.5])
     got = TorchCircuit(hc)(torch.from_numpy(xv), torch.from_numpy(wv)).numpy()[0]
-    ref = Statevector(qc.assign_parameters(dict(zip([*x, *t], [*xv[0], *wv], strict=True)))).probabilities()
+    ref = qiskit_probabilities(hc, xv, wv)[0]
     np.testing.assert_allclose(got, ref, atol=1e-12, rtol=0)
 
 
