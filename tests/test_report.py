@@ -116,6 +116,19 @@ def test_circuit_cost_table_shows_summary_quantum(run_dir: Path, page: str) -> N
     assert "no device chosen" in page
 
 
+def test_gradcam_section_shows_the_pointing_game_beside_its_controls(run_dir: Path, page: str) -> None:
+    final = summary(run_dir)["final"]
+    table = next(t for t in tables(page) if t[0][:3] == ["head", "pointing game", "shuffled control"])
+    rows = {row[0]: row[1:] for row in table[1:]}
+    scored = [h for h in ALL_HEADS if f"val/{h}/pointing_game" in final]
+    assert scored and list(rows) == scored
+    for head in scored:
+        m = {k: final[f"val/{head}/{k}"] for k in ("pointing_game", "pointing_game_shuffled", "pointing_game_chance")}
+        assert rows[head][:3] == [f"{v:.4f}" for v in m.values()], head
+        assert rows[head][3] == str(int(final[f"val/{head}/pointing_game_n"]))
+    assert page.index("shuffled control") < page.index('alt="Grad-CAM collage"')
+
+
 def test_images_are_embedded_valid_pngs(page: str) -> None:
     images = pngs(page)
     # learning curves, a confusion matrix per head, the Grad-CAM collage, a test confusion matrix per head

@@ -268,12 +268,33 @@ def _confusions(run: RunFolder) -> str:
     return '<h2>Confusion matrices</h2>\n<div class="pair">' + "".join(figures) + "</div>"
 
 
+POINTING = ("pointing_game", "pointing_game_shuffled", "pointing_game_chance", "pointing_game_n", "gradcam_blank")
+
+
 def _gradcam(run: RunFolder) -> str:
+    body = _missing("No Grad-CAM collage in visualizations/.")
     for stage, epoch, folder in reversed(run.epoch_dirs()):
         collage = folder / "gradcam" / "collage.png"
         if collage.is_file():
-            return "<h2>Grad-CAM</h2>\n" + _png_file(collage, "Grad-CAM collage", f"{stage}, epoch {epoch}")
-    return "<h2>Grad-CAM</h2>\n" + _missing("No Grad-CAM collage in visualizations/.")
+            body = _png_file(collage, "Grad-CAM collage", f"{stage}, epoch {epoch}")
+            break
+    return "<h2>Grad-CAM</h2>\n" + _pointing(run) + body
+
+
+def _pointing(run: RunFolder) -> str:
+    """The final pointing game per head beside its shuffled control and chance level; empty without one."""
+    scored = {h: m for h, m in by_head(run.final).items() if "pointing_game" in m}
+    if not scored:
+        return ""
+    def cell(m: Mapping[str, Any], name: str) -> str:
+        value = m.get(name)
+        return str(int(value)) if name == "pointing_game_n" and isinstance(value, int | float) else _number(value)
+
+    rows = [[head, *(cell(m, name) for name in POINTING)] for head, m in scored.items()]
+    return ("<p>Pointing game of the final epoch: the share of lesion-bearing validation images whose map "
+            "peaks on a lesion; the shuffled control scores the same peaks on the other images' lesions "
+            "(near the game itself: the maps point where lesions usually are, not at this image's).</p>\n"
+            + _table(["head", "pointing game", "shuffled control", "chance", "images", "blank"], rows))
 
 
 def _spec(run: RunFolder) -> str:
