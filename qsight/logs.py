@@ -46,7 +46,8 @@ def configure(verbosity: int = NORMAL) -> None:
     root.addHandler(handler)
     for noisy in ("mlflow", "alembic", "urllib3", "git"):
         logging.getLogger(noisy).propagate = True
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration step otherwise
+    for chatty in ("alembic", "qiskit"):  # one line per migration step, per transpiler pass otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 class _RunLogHandler(logging.FileHandler):

@@ -259,3 +259,20 @@ def test_pointing_game_skips_samples_without_lesions() -> None:
     big[10:, 10:] = True  # other resolution: the CAM is resized to the mask first
     assert pointing_game(cams, [mask, empty, big]) == 0.5
     assert pointing_game(cams, [empty, None, empty]) is None
+
+
+def test_overlay_is_pytorch_grad_cams_blend() -> None:
+    """qsight draws overlays itself (importing pytorch-grad-cam cost every run 2-3 s): pixel for pixel
+    its `show_cam_on_image`, for maps of any size (resized to the image) and values beyond [0, 1]."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from qsight.evaluation.render import fit_map, overlay
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        size = int(rng.integers(8, 64))
+        image = rng.integers(0, 256, size=(size, size, 3)).astype(np.uint8)
+        cam = rng.random((int(rng.integers(2, size)),) * 2).astype(np.float32) * 1.2
+        heat = np.clip(fit_map(cam, size, size), 0.0, 1.0)
+        expected = show_cam_on_image(image.astype(np.float32) / 255.0, heat, use_rgb=True)
+        assert np.array_equal(overlay(image, cam), expected)

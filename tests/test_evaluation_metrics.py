@@ -112,3 +112,37 @@ def test_non_finite_probabilities_are_left_out() -> None:
     labels = np.array([0, 1, 1])
     probs = np.array([[np.nan, np.nan], [0.4, 0.6], [0.3, 0.7]])
     assert all(math.isfinite(v) for v in head_metrics(labels, probs).values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scores_equal_torchmetrics_bit_for_bit(seed: int) -> None:
+    """Runs logged torchmetrics' values before qsight computed its own: same values, same dtypes (ties,
+    absent classes and one-class inputs included)."""
+    import torch
+    import torchmetrics.functional.classification as tm
+
+    from qsight.evaluation import scores
+
+    rng = np.random.default_rng(seed)
+    for trial in range(40):
+        n, c = int(rng.integers(1, 200)), int(rng.integers(2, 7))
+        labels, probs = random_case(n, c, seed * 100 + trial)
+        if trial % 3 == 0:
+            labels = labels % max(1, c - 2)  # classes without samples
+        if trial % 4 == 0:
+            probs = np.round(probs, 1)  # tied scores
+        target, p = torch.from_numpy(labels), torch.from_numpy(probs)
+        preds = p.argmax(1)
+        matrix = scores.confusion(preds, target, c)
+        pairs = [
+            (scores.accuracy(preds, target), tm.multiclass_accuracy(preds, target, c, average="micro")),
+            (scores.recall(matrix), tm.multiclass_recall(preds, target, c, average=None)),
+            (scores.macro_f1(matrix), tm.multiclass_f1_score(preds, target, c, average="macro")),
+            (scores.quadratic_kappa(matrix), tm.multiclass_cohen_kappa(preds, target, c, weights="quadratic")),
+            (scores.calibration_error(p, target, 15), tm.multiclass_calibration_error(p, target, c, n_bins=15)),
+        ]
+        truth, score = target >= 1, p[:, 1:].sum(1).clamp(0, 1)
+        if truth.any() and not truth.all():
+            pairs.append((scores.binary_auroc(score, truth), tm.binary_auroc(score, truth.long())))
+        for ours, ref in pairs:
+            assert ours.dtype == ref.dtype and torch.equal(ours.nan_to_num(-9), ref.nan_to_num(-9)), (trial, ours, ref)

@@ -25,6 +25,8 @@ def test_run_folder_contract(smoke_run: Path) -> None:
     assert all({"stage", "epoch", "step"} <= set(line) for line in metric_lines(smoke_run))
     env = json.loads((smoke_run / "environment.json").read_text())
     assert "torch" in json.dumps(env) and "quantum" in json.dumps(env)
+    log = (smoke_run / "run.log").read_text()
+    assert "transpiled for fake_torino" in log and "qiskit.passmanager" not in log  # not one line per pass
 
 
 def test_every_validation_epoch_writes_artifacts(smoke_run: Path) -> None:

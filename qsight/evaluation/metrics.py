@@ -1,4 +1,4 @@
-"""Classification metrics of one head's class probabilities, computed with torchmetrics.
+"""Classification metrics of one head's class probabilities (computed by :mod:`qsight.evaluation.scores`).
 
 Names (per head; :func:`compute_metrics` prefixes ``<head>/``):
 
@@ -25,14 +25,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import (
-    binary_auroc,
-    multiclass_accuracy,
-    multiclass_calibration_error,
-    multiclass_cohen_kappa,
-    multiclass_f1_score,
-    multiclass_recall,
-)
+
+from qsight.evaluation import scores
 
 DR_NUM_CLASSES = 5
 DR_REFERABLE_FROM = 2
@@ -61,25 +55,26 @@ def head_metrics(labels: np.ndarray, probs: np.ndarray, referable_from: int | No
         return {}
     num_classes = probs.shape[1]
     target = torch.from_numpy(labels)
-    scores = torch.from_numpy(probs)
-    preds = scores.argmax(dim=1)
+    probs_t = torch.from_numpy(probs)
+    preds = probs_t.argmax(dim=1)
     support = np.bincount(labels, minlength=num_classes)
-    recall = multiclass_recall(preds, target, num_classes=num_classes, average=None)
+    matrix = scores.confusion(preds, target, num_classes)
+    recall = scores.recall(matrix)
     out = {
-        "accuracy": multiclass_accuracy(preds, target, num_classes=num_classes, average="micro"),
+        "accuracy": scores.accuracy(preds, target),
         "balanced_accuracy": recall[torch.from_numpy(support > 0)].mean(),
-        "macro_f1": multiclass_f1_score(preds, target, num_classes=num_classes, average="macro"),
-        "qwk": multiclass_cohen_kappa(preds, target, num_classes=num_classes, weights="quadratic"),
-        "ece": multiclass_calibration_error(scores, target, num_classes=num_classes, n_bins=ECE_BINS),
+        "macro_f1": scores.macro_f1(matrix),
+        "qwk": scores.quadratic_kappa(matrix),
+        "ece": scores.calibration_error(probs_t, target, ECE_BINS),
     }
     values = {name: float(value) for name, value in out.items()}
     values |= {f"recall_c{k}": float(recall[k]) for k in range(num_classes) if support[k] > 0}
     if referable_from is not None and 0 < referable_from < num_classes:
-        values |= _referable(target, scores, preds, referable_from)
+        values |= _referable(target, probs_t, preds, referable_from)
     return {name: value for name, value in values.items() if math.isfinite(value)}
 
 
-def _referable(target: torch.Tensor, scores: torch.Tensor, preds: torch.Tensor, start: int) -> dict[str, float]:
+def _referable(target: torch.Tensor, probs: torch.Tensor, preds: torch.Tensor, start: int) -> dict[str, float]:
     """Sensitivity/specificity/AUC of "grade >= start", each only where defined."""
     truth = target >= start
     flagged = preds >= start
@@ -90,8 +85,8 @@ def _referable(target: torch.Tensor, scores: torch.Tensor, preds: torch.Tensor, 
     if negatives:
         out["referable_specificity"] = float((~flagged & ~truth).sum()) / negatives
     if positives and negatives:
-        score = scores[:, start:].sum(dim=1).clamp(0.0, 1.0)
-        out["referable_auc"] = float(binary_auroc(score, truth.long()))
+        score = probs[:, start:].sum(dim=1).clamp(0.0, 1.0)
+        out["referable_auc"] = float(scores.binary_auroc(score, truth))
     return out
 
 

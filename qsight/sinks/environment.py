@@ -12,7 +12,7 @@ from typing import Any
 
 PACKAGES = (
     "qsight", "torch", "torchvision", "timm", "qiskit", "qiskit-aer", "qiskit-machine-learning",
-    "torchmetrics", "grad-cam", "mlflow", "wandb", "numpy", "pydantic",
+    "qiskit-ibm-runtime", "optuna", "mlflow", "wandb", "numpy", "pydantic",
 )  # fmt: skip
 
 
