@@ -276,3 +276,31 @@ def test_overlay_is_pytorch_grad_cams_blend() -> None:
         heat = np.clip(fit_map(cam, size, size), 0.0, 1.0)
         expected = show_cam_on_image(image.astype(np.float32) / 255.0, heat, use_rgb=True)
         assert np.array_equal(overlay(image, cam), expected)
+
+
+def test_collage_marks_lesions_peaks_and_blank_maps(tmp_path: Path) -> None:
+    from qsight.evaluation.render import CAPTION, GAP, PANEL, Panel, save_collage
+
+    grey = np.full((32, 32, 3), 120, dtype=np.uint8)
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[4:10, 20:28] = True
+    panels = [[Panel(grey, "lesion", mask=mask), Panel(grey, "peak", peak=(16, 8)),
+               Panel(grey, "blank", note="blank map:\npoints nowhere")]]
+    with Image.open(save_collage(panels, tmp_path / "c.png", title="t")) as img:
+        rgb = np.asarray(img.convert("RGB")).astype(int)
+    top = 24 + CAPTION
+
+    def tile(col: int) -> np.ndarray:
+        x = GAP + col * (PANEL + GAP)
+        return rgb[top: top + PANEL, x: x + PANEL]
+
+    lime = np.all(tile(0) == (0, 255, 0), axis=-1)
+    ys, xs = np.nonzero(lime)
+    scale = PANEL / 32
+    assert lime.any() and abs(ys.min() - 4 * scale) <= 2 and abs(xs.max() - 28 * scale) <= 2  # the mask's outline
+    white = np.all(tile(1) == 255, axis=-1)
+    ys, xs = np.nonzero(white)
+    assert abs(ys.mean() - 16.5 * scale) <= 2 and abs(xs.mean() - 8.5 * scale) <= 2  # the + on the peak
+    band = tile(2)[PANEL // 2 - 15: PANEL // 2 + 15]
+    assert (band < 120).mean() > 0.5 and (band == 255).any()  # a dark band with white text
+    assert not np.all(tile(0) == tile(1))

@@ -111,3 +111,21 @@ def test_choose_samples_covers_every_class_before_repeats() -> None:
     assert choose_samples(labels, 0, seed=5) == [] and choose_samples([], 3) == []
     seeds = {tuple(choose_samples(labels, 7, seed=s)) for s in range(6)}
     assert len(seeds) > 1  # the seed matters
+
+
+def test_confusion_image_colours_each_cell_by_its_row_share(tmp_path: Path) -> None:
+    from qsight.evaluation.confusion import plot_confusion
+    from qsight.evaluation.heatmap import BAR_WIDTH, CELL, _colour
+
+    counts = np.array([[9, 1, 0], [0, 0, 0], [2, 2, 4]])
+    names = ["no DR", "a long class name for the axis", "moderate"]
+    with Image.open(plot_confusion(counts, names, tmp_path / "c.png")) as img:
+        rgb = np.asarray(img.convert("RGB"))
+    blues = {tuple(_colour(s)) for s in (0.9, 0.1, 0.0, 0.25, 0.5)}
+    found = [tuple(int(v) for v in px) for px in rgb.reshape(-1, 3)]
+    assert blues <= set(found)  # every share's colour is drawn (an empty row stays at 0)
+    grid = rgb[:, : rgb.shape[1] - BAR_WIDTH - 90]  # left of the colour bar
+    dark = np.all(grid == _colour(0.9), axis=-1)  # the no-DR row's 90 % cell: one cell, square
+    ys, xs = np.nonzero(dark)
+    assert CELL * 0.6 <= xs.max() - xs.min() + 1 <= CELL and CELL * 0.6 <= ys.max() - ys.min() + 1 <= CELL
+    assert xs.min() > rgb.shape[1] * 0.25  # the long names fit to its left

@@ -6,12 +6,9 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import numpy as np
-from matplotlib.figure import Figure
+
+from qsight.evaluation.heatmap import draw_confusion
 
 CORNER = "true\\predicted"
 
@@ -50,21 +47,5 @@ def read_confusion_csv(path: Path) -> tuple[list[str], np.ndarray]:
 
 def plot_confusion(counts: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> Path:
     """Row-normalised heat map, each cell annotated with its count and row share."""
-    shares = row_normalise(counts)
-    size = 2.0 + 0.9 * len(class_names)
-    fig = Figure(figsize=(size + 1.2, size), dpi=100)
-    ax = fig.add_subplot()
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, labels=list(class_names), rotation=45, ha="right")
-    ax.set_yticks(ticks, labels=list(class_names))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or f"N = {int(counts.sum())}")
-    for (row, col), count in np.ndenumerate(counts):
-        colour = "white" if shares[row, col] > 0.5 else "black"
-        ax.text(col, row, f"{count}\n{shares[row, col]:.0%}", ha="center", va="center", color=colour, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
+    draw_confusion(counts, row_normalise(counts), class_names, title or f"N = {int(counts.sum())}").save(path)
     return path
