@@ -11,11 +11,15 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 PYTHON = "3.11"
 
 
+PARALLEL = ["-n", "2", "--dist", "loadgroup"]  # pytest-xdist on both cores; a module's own fixtures stay on one
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (extra pytest arguments after --)."""
+    """Run the test suite on two workers (extra pytest arguments after --; `-n 0` runs in one process)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "-ra", *session.posargs)
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) for a in session.posargs)
+    session.run("pytest", "-q", "-ra", *([] if chosen else PARALLEL), *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -6,14 +6,20 @@
   one killed mid-stage).
 
 Tests only read these folders; a test that changes one copies it first (`helpers.copy_run`).
+
+Under pytest-xdist (``-n 2``) the workers share them: the first worker to need one makes it under a file
+lock in the session's common temporary folder, the others wait and read it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.helpers import KILL_POINTS, SMOKE, cli, run_with_snapshots
 
@@ -29,10 +35,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+def _shared_dir(factory: pytest.TempPathFactory, name: str, worker: str) -> Path:
+    """A folder every xdist worker of the session sees (the session's own temporary folder without xdist)."""
+    if worker == "master":
+        return factory.mktemp(name)
+    path = factory.getbasetemp().parent / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@contextmanager
+def _made_once(folder: Path, make: Callable[[], None]) -> Iterator[None]:
+    """`make` run by the first process to get here (under ``folder/.lock``); later ones find it done."""
+    with FileLock(str(folder / ".lock")):
+        done = folder / ".done"
+        if not done.exists():
+            make()
+            done.touch()
+        yield
+
+
 @pytest.fixture(scope="session")
-def reports_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def worker_id_or_master(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request.config, "workerinput", {}).get("workerid", "master"))
+
+
+@pytest.fixture(scope="session")
+def reports_root(tmp_path_factory: pytest.TempPathFactory, worker_id_or_master: str) -> Path:
     """The output root of the session's runs: one synthetic-data cache, one MLflow store."""
-    return tmp_path_factory.mktemp("reports")
+    return _shared_dir(tmp_path_factory, "reports", worker_id_or_master)
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +76,13 @@ def smoke_args(reports_root: Path) -> tuple[str, ...]:
 def smoke_run(reports_root: Path, smoke_args: tuple[str, ...]) -> Path:
     """The completed smoke run (read only)."""
     run_dir = reports_root / "runs" / "smoke" / "completed"
-    result = cli("run", *smoke_args, "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+
+    def make() -> None:
+        result = cli("run", *smoke_args, "--run-dir", str(run_dir))
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    with _made_once(reports_root, make):
+        return run_dir
 
 
 @dataclass(frozen=True)
@@ -58,16 +93,20 @@ class LongRun:
 
 @pytest.fixture(scope="session")
 def _long(smoke_run: Path, smoke_args: tuple[str, ...], reports_root: Path,
-          tmp_path_factory: pytest.TempPathFactory) -> LongRun:
+          tmp_path_factory: pytest.TempPathFactory, worker_id_or_master: str) -> LongRun:
     """Started after `smoke_run` (tests rely on the order). The copies lie under a reports root of their own."""
-    killed_root = tmp_path_factory.mktemp("killed")
+    killed_root = _shared_dir(tmp_path_factory, "killed", worker_id_or_master)
     points = {p: killed_root / "runs" / "smoke" / f"killed-{p.removesuffix('.pt')}" for p in KILL_POINTS}
     run_dir = reports_root / "runs" / "smoke" / "long"
-    run_with_snapshots([*smoke_args, *LONG_OVERRIDES], run_dir, points)
-    following = [*KILL_POINTS[1:], "stage-ensemble.pt"]
-    for point, later in zip(KILL_POINTS, following, strict=True):
-        assert not (points[point] / "checkpoints" / later).exists(), f"the copy at {point} came too late"
-    return LongRun(run_dir, points)
+
+    def make() -> None:
+        run_with_snapshots([*smoke_args, *LONG_OVERRIDES], run_dir, points)
+        following = [*KILL_POINTS[1:], "stage-ensemble.pt"]
+        for point, later in zip(KILL_POINTS, following, strict=True):
+            assert not (points[point] / "checkpoints" / later).exists(), f"the copy at {point} came too late"
+
+    with _made_once(killed_root, make):
+        return LongRun(run_dir, points)
 
 
 @pytest.fixture(scope="session")

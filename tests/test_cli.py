@@ -62,7 +62,11 @@ def test_listing_and_schema_validation_do_not_import_torch() -> None:
 
 @pytest.mark.slow
 def test_validate_exit_codes_and_messages(tmp_path: Path) -> None:
-    assert cli("validate", str(SMOKE)).returncode == 0
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 4) / "smoke.toml"  # past the 80 columns of a pipe
+    deep.parent.mkdir()
+    deep.write_text(SMOKE.read_text())
+    res = cli("validate", str(deep))
+    assert res.returncode == 0 and f"valid {deep}: experiment" in res.stdout  # one line, to copy
     res = cli("validate", str(SMOKE), "--set", "model.heads.quantum.qubits=40")
     assert res.returncode == 2
     assert "model.heads.quantum.qubits" in res.stderr and "Traceback" not in res.stderr

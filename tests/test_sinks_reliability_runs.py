@@ -121,16 +121,17 @@ def test_four_sink_processes_released_together_on_a_fresh_store(tmp_path: Path) 
             assert any(p.startswith("images/classical~confusion~ensemble+step+1+") for p in paths)
 
 
-@pytest.mark.timeout(2400)
+@pytest.mark.timeout(1200)
 def test_four_runs_starting_together_on_a_fresh_store(tmp_path: Path) -> None:
-    """3 rounds of 4 `qsight run`s started at once, a fresh sqlite store each round.
+    """4 whole `qsight run`s started at once on a fresh sqlite store all land in it.
 
     Each process reaches the store when its imports and data are ready, so whether they collide
-    depends on the machine; the test above releases them together.
+    depends on the machine: the race itself is the test above's, which releases the sinks together
+    (3 rounds). This one checks the whole command in that situation, in one round (3 took 2.5 minutes).
     """
     env = cli_env({"OMP_NUM_THREADS": "1"})
     env.pop("MLFLOW_TRACKING_URI", None)
-    for rnd in range(3):
+    for rnd in range(1):
         tmp = tmp_path / f"round{rnd}"
         tmp.mkdir()
         spec = spec_with(tmp, {"mlflow": {"type": "mlflow"}}, epochs=1)

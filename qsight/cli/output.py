@@ -12,8 +12,9 @@ from rich.markup import escape
 
 from qsight.errors import QsightError
 
-out = Console()
-err = Console(stderr=True)
+# soft wrap: a line longer than the terminal (a run folder's path, say) stays one line to copy
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class Format(StrEnum):

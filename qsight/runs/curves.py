@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,9 @@ def learning_curves(metrics: Sequence[Mapping[str, Any]]) -> bytes | None:
     ticks = range(0, count, every)
     axes[-1].set_xticks(ticks, labels=[line.labels[i] for i in ticks], rotation=45, ha="right", fontsize=7)
     axes[-1].set_xlabel("stage, epoch")
-    fig.tight_layout()
+    with warnings.catch_warnings():  # a run of one epoch: its stage names overhang, and the layout says so
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
