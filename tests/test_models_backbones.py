@@ -121,3 +121,29 @@ def test_mismatched_checkpoints_are_bad_input(tmp_path: Path) -> None:
         tiny_cnn_backbone(TinyCnnParams(width=4, depth=2, checkpoint=str(shallow)))
     with pytest.raises(BadInputError, match="not a state_dict"):
         tiny_cnn_backbone(TinyCnnParams(width=4, depth=2, checkpoint=str(junk)))
+
+
+def _backbone(**table: object) -> object:
+    """A backbone's params as a spec validates them (registry ref included)."""
+    from qsight.config.spec import validate_spec
+    from tests.helpers import smoke_raw
+
+    raw = smoke_raw()
+    raw["model"]["backbone"] = table
+    return validate_spec(raw).model.backbone
+
+
+@pytest.mark.parametrize("cpu_limit", [30_000_000, 0])  # small backbones probe on the CPU, big ones on meta
+def test_probe_gives_the_feature_width_and_draws_no_random_numbers(
+    cpu_limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qsight.models import probe
+
+    monkeypatch.setattr(probe, "CPU_PROBE_PARAMS", cpu_limit)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    assert probe.probe_backbone(_backbone(type="timm", name="resnet18"), 64) == 512  # type: ignore[arg-type]
+    assert probe.probe_backbone(_backbone(type="tiny-cnn", width=8, depth=2), 32) == 16  # type: ignore[arg-type]
+    assert torch.equal(torch.get_rng_state(), before)  # the run's seeded stream is untouched
+    with pytest.raises(BadInputError, match="does not take 32×32 images"):
+        probe.probe_backbone(_backbone(type="timm", name="deit_tiny_patch16_224"), 32)  # type: ignore[arg-type]
