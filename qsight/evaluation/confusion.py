@@ -7,16 +7,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from qsight.evaluation.heatmap import draw_confusion
+from qsight.evaluation.scores import confusion
 
 CORNER = "true\\predicted"
 
 
 def confusion_counts(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) int64 counts; row = true class, column = predicted class."""
-    pairs = np.asarray(labels, dtype=np.int64) * num_classes + np.asarray(preds, dtype=np.int64)
-    return np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes).astype(np.int64)
+    pred_t = torch.as_tensor(np.asarray(preds, dtype=np.int64))
+    label_t = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    return confusion(pred_t, label_t, num_classes).numpy()
 
 
 def row_normalise(counts: np.ndarray) -> np.ndarray:
