@@ -45,10 +45,12 @@ def _shared_dir(factory: pytest.TempPathFactory, name: str, worker: str) -> Path
 
 
 @contextmanager
-def _made_once(folder: Path, make: Callable[[], None]) -> Iterator[None]:
-    """`make` run by the first process to get here (under ``folder/.lock``); later ones find it done."""
-    with FileLock(str(folder / ".lock")):
-        done = folder / ".done"
+def _made_once(run_dir: Path, make: Callable[[], None]) -> Iterator[None]:
+    """`make` (which makes `run_dir`) run by the first process to get here, under a lock beside
+    `run_dir`; later ones find it made."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(run_dir.with_name(f".{run_dir.name}.lock"))):
+        done = run_dir.with_name(f".{run_dir.name}.done")
         if not done.exists():
             make()
             done.touch()
@@ -81,7 +83,7 @@ def smoke_run(reports_root: Path, smoke_args: tuple[str, ...]) -> Path:
         result = cli("run", *smoke_args, "--run-dir", str(run_dir))
         assert result.returncode == 0, result.stderr[-3000:]
 
-    with _made_once(reports_root, make):
+    with _made_once(run_dir, make):
         return run_dir
 
 
@@ -105,7 +107,7 @@ def _long(smoke_run: Path, smoke_args: tuple[str, ...], reports_root: Path,
         for point, later in zip(KILL_POINTS, following, strict=True):
             assert not (points[point] / "checkpoints" / later).exists(), f"the copy at {point} came too late"
 
-    with _made_once(killed_root, make):
+    with _made_once(run_dir, make):  # the copies are made on the way
         return LongRun(run_dir, points)
 
 
