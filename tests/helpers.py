@@ -11,7 +11,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+
+from tests.launcher import Launched, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "smoke.toml"
@@ -74,9 +75,16 @@ def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
 
 def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
         timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """``python -m qsight ARGS`` as a user runs it: exit code, stdout and stderr."""
-    return subprocess.run([sys.executable, "-m", "qsight", *args], capture_output=True, text=True, cwd=cwd,
-                          env=cli_env(env), timeout=timeout)
+    """``python -m qsight ARGS`` as a user runs it (forked warm, `tests.launcher`): exit code, stdout, stderr."""
+    proc = start_cli(*args, cwd=cwd, env=env)
+    out, err = proc.communicate(timeout)
+    return subprocess.CompletedProcess([sys.executable, "-m", "qsight", *args], proc.wait(), out, err)
+
+
+def start_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, new_session: bool = False,
+              merge_output: bool = False) -> Launched:
+    """``python -m qsight ARGS`` started and left running (`cli_env(env)` as its environment)."""
+    return launch(args, cwd=cwd, env=cli_env(env), new_session=new_session, merge_output=merge_output)
 
 
 def cli_json(*args: str) -> Any:
@@ -123,31 +131,27 @@ def run_with_snapshots(args: Sequence[str], run_dir: Path, points: dict[str, Pat
     SIGKILL at that moment would leave on disk; its run.lock names a process that has exited by the time
     this returns.
     """
-    cmd = [sys.executable, "-m", "qsight", "run", *args, "--run-dir", str(run_dir)]
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(env), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        deadline = time.monotonic() + timeout
-        pending = list(points.items())
-        try:
-            while pending and proc.poll() is None and time.monotonic() < deadline:
-                name, dest = pending[0]
-                if (run_dir / "checkpoints" / name).is_file():
-                    os.killpg(proc.pid, signal.SIGSTOP)
-                    try:
-                        shutil.copytree(run_dir, dest, symlinks=True)
-                    finally:
-                        os.killpg(proc.pid, signal.SIGCONT)
-                    pending.pop(0)
-                else:
-                    time.sleep(0.05)
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.seek(0)
-        output = log.read()[-3000:]
+    proc = start_cli("run", *args, "--run-dir", str(run_dir), env=env, new_session=True, merge_output=True)
+    deadline = time.monotonic() + timeout
+    pending = list(points.items())
+    try:
+        while pending and proc.poll() is None and time.monotonic() < deadline:
+            name, dest = pending[0]
+            if (run_dir / "checkpoints" / name).is_file():
+                os.killpg(proc.pid, signal.SIGSTOP)
+                try:
+                    shutil.copytree(run_dir, dest, symlinks=True)
+                finally:
+                    os.killpg(proc.pid, signal.SIGCONT)
+                pending.pop(0)
+            else:
+                time.sleep(0.05)
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = proc.output()[0][-3000:]
     assert not pending, f"the run ended before {pending[0][0]} existed:\n{output}"
     assert proc.returncode == 0, output
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -19,7 +17,8 @@ import pytest
 import tomli_w
 from mlflow import MlflowClient
 
-from tests.helpers import ROOT, cli, cli_env, history, read_records, summary, tiny_spec
+from tests.helpers import ROOT, cli, cli_env, history, read_records, start_cli, summary, tiny_spec
+from tests.launcher import launch_code
 
 pytestmark = pytest.mark.slow
 CLASSICAL = {"name": "classical", "heads": ["global"], "train": ["backbone", "heads.global"], "lr": 3e-3}
@@ -92,17 +91,7 @@ def test_four_sink_processes_released_together_on_a_fresh_store(tmp_path: Path) 
         root = tmp_path / f"round{rnd}" / "reports"
         root.mkdir(parents=True)
         names = [f"r{i}" for i in range(4)]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", SINK_PROCESS, str(root), n],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for n in names
-        ]
+        procs = [launch_code(SINK_PROCESS, str(root), n, cwd=ROOT, env=env) for n in names]
         deadline = time.time() + 300
         while not all((root / f"ready-{n}").exists() for n in names) and time.time() < deadline:
             time.sleep(0.05)
@@ -129,16 +118,13 @@ def test_four_runs_starting_together_on_a_fresh_store(tmp_path: Path) -> None:
     depends on the machine: the race itself is the test above's, which releases the sinks together
     (3 rounds). This one checks the whole command in that situation, in one round (3 took 2.5 minutes).
     """
-    env = cli_env({"OMP_NUM_THREADS": "1"})
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""}
     for rnd in range(1):
         tmp = tmp_path / f"round{rnd}"
         tmp.mkdir()
         spec = spec_with(tmp, {"mlflow": {"type": "mlflow"}}, epochs=1)
         dirs = [tmp / "reports" / "runs" / "tiny" / f"r{i}" for i in range(4)]
-        procs = [subprocess.Popen([sys.executable, "-m", "qsight", "run", str(spec), "--run-dir", str(d)],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for d in dirs]  # fmt: skip
+        procs = [start_cli("run", str(spec), "--run-dir", str(d), env=env) for d in dirs]
         errors = [p.communicate(timeout=900)[1] for p in procs]
         for proc, err, run_dir in zip(procs, errors, dirs, strict=True):
             assert proc.returncode == 0, err[-2000:]
@@ -179,13 +165,7 @@ def test_110_epoch_stage_lands_whole_in_mlflow(tmp_path: Path) -> None:
 
 def _kill_in_epoch_2(spec: Path, run_dir: Path, env: dict[str, str]) -> None:
     """Start a run and SIGKILL it once two training steps of epoch 2 are logged (checkpoint: epoch 1)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qsight", "run", str(spec), "--run-dir", str(run_dir)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli("run", str(spec), "--run-dir", str(run_dir), env=env)
     metrics, deadline = run_dir / "metrics.jsonl", time.time() + 600
     while proc.poll() is None and time.time() < deadline:
         lines = metrics.read_text().splitlines() if metrics.is_file() else []
@@ -233,8 +213,7 @@ def test_killed_and_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path: Pa
         train__limit_batches=10,
         train__log_every=3,
     )
-    env = cli_env({"OMP_NUM_THREADS": "1"})
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""}
     run_dir = tmp_path / "run"
     _kill_in_epoch_2(spec, run_dir, env)
     checkpoint = read_checkpoint(run_dir / "checkpoints" / "last.pt").run_state.global_step

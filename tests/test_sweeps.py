@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from qsight.sweeps.aggregate import interval
-from tests.helpers import ROOT, cli, cli_env
+from tests.helpers import ROOT, cli, start_cli
 
 pytestmark = pytest.mark.xdist_group("sweeps")  # one worker: module-scoped fixtures
 
@@ -340,9 +340,7 @@ def _has_user(name: str) -> bool:
 def test_two_workers_on_postgres_run_every_trial_exactly_once(tmp_path: Path, postgres_url: str) -> None:
     path = write_sweep(tmp_path, grid={"model.heads.quantum.qubits": [2, 3], "stages.0.lr": [1e-3, 3e-3]},
                        seeds=[1])
-    cmd = [sys.executable, "-m", "qsight", "sweep", str(path), "--storage", postgres_url]
-    env = cli_env({"OMP_NUM_THREADS": "1"})
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [start_cli("sweep", str(path), "--storage", postgres_url, env={"OMP_NUM_THREADS": "1"})
              for _ in range(2)]
     outputs = [p.communicate(timeout=1200) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
