@@ -11,7 +11,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 PYTHON = "3.11"
 
 
-PARALLEL = ["-n", "2", "--dist", "loadgroup"]  # pytest-xdist on both cores; a module's own fixtures stay on one
+PARALLEL = ["-n", "2", "--dist", "loadfile"]  # pytest-xdist on both cores, a whole test file to a worker (its module fixtures made once)
 
 
 @nox.session(python=PYTHON)

@@ -19,7 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from tests.launcher import Launched, launch
+from tests.launcher import Launched, shim_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "smoke.toml"
@@ -73,18 +73,29 @@ def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return found
 
 
-def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
-        timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """``python -m qsight ARGS`` as a user runs it (forked warm, `tests.launcher`): exit code, stdout, stderr."""
-    proc = start_cli(*args, cwd=cwd, env=env)
+def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: int = 600,
+        fresh: bool = False) -> subprocess.CompletedProcess[str]:
+    """``python -m qsight ARGS`` as a user runs it: exit code, stdout, stderr. Forked warm (`tests.launcher`),
+    or `fresh` in a new interpreter."""
+    proc = start_cli(*args, cwd=cwd, env=env, fresh=fresh)
     out, err = proc.communicate(timeout)
     return subprocess.CompletedProcess([sys.executable, "-m", "qsight", *args], proc.wait(), out, err)
 
 
 def start_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, new_session: bool = False,
-              merge_output: bool = False) -> Launched:
+              merge_output: bool = False, fresh: bool = False) -> Launched:
     """``python -m qsight ARGS`` started and left running (`cli_env(env)` as its environment)."""
-    return launch(args, cwd=cwd, env=cli_env(env), new_session=new_session, merge_output=merge_output)
+    return Launched(["-m", "qsight", *args], cwd, cli_env(env), new_session, merge_output, fresh=fresh)
+
+
+def torchrun(*args: str, env: dict[str, str] | None = None, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc-per-node 2 -m qsight ARGS``: the agent and its two workers forked
+    warm like `cli` (the workers through `tests/warm_python.py`)."""
+    argv = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            str(ROOT / "tests" / "warm_python.py"), "-m", "qsight", *args]
+    proc = Launched(argv, ROOT, cli_env({**(env or {}), **shim_env()}), False, False)
+    out, err = proc.communicate(timeout)
+    return subprocess.CompletedProcess([sys.executable, *argv], proc.wait(), out, err)
 
 
 def cli_json(*args: str) -> Any:

@@ -12,7 +12,8 @@ on ``sys.path``, the process is the main process to libraries that ask, NumPy's 
 fresh entropy (the server's would be shared by every child), non-daemon threads are joined and ``atexit``
 handlers run before it exits, and an uncaught ``KeyboardInterrupt`` ends it by SIGINT.
 
-``QSIGHT_TEST_FRESH=1`` starts every command in a fresh interpreter instead (the same results, slower).
+``QSIGHT_TEST_FRESH=1`` starts every command in a fresh interpreter instead (the same results, slower);
+``QSIGHT_TEST_LOG=FILE`` appends a JSON line per command: its arguments, CPU and wall seconds, exit code.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import runpy
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,9 +39,14 @@ from pathlib import Path
 from typing import Any
 
 #: What every `qsight run` imports: the server imports it once.
-PRELOAD = ("torch", "torchvision", "timm", "mlflow", "wandb", "qiskit", "qiskit_aer", "qiskit_ibm_runtime",
-           "mlflow.store.tracking.sqlalchemy_store", "qsight.cli.app", "qsight.experiment.build")
+PRELOAD = ("torch", "torchvision", "torchvision.transforms.v2", "timm", "mlflow", "mlflow.pyfunc",
+           "mlflow.store.tracking.sqlalchemy_store", "sqlalchemy.dialects.sqlite", "alembic.command", "wandb",
+           "wandb.sdk.launch", "wandb.apis.public", "git", "opentelemetry.sdk.metrics", "qiskit", "qiskit_aer",
+           "qiskit_ibm_runtime", "qiskit_ibm_runtime.transpiler.passes", "qsight.cli.app", "qsight.experiment.build",
+           "qsight.training.trainer", "qsight.data.synthetic_set", "qsight.models.backbones", "qsight.quantum.head",
+           "qsight.sinks.mlflow_sink", "qsight.sinks.wandb_sink")
 FRESH = os.environ.get("QSIGHT_TEST_FRESH", "") not in ("", "0")
+SOCKET = "QSIGHT_LAUNCHER_SOCKET"
 POLL = 0.02  # seconds between looks at a child's status file
 
 # ---- the server (its own process: ``python -m tests.launcher``) -------------------------------------------------
@@ -67,7 +74,9 @@ def _become(job: dict[str, Any]) -> None:
     """In the forked child: become `python ARGV` started in `cwd` with `env`, then exit."""
     if job["new_session"]:
         os.setsid()
-    for fd, path in ((0, os.devnull), (1, job["out"]), (2, job["err"])):
+    stdio = job.get("stdio_pid")
+    paths = [f"/proc/{stdio}/fd/{n}" for n in (0, 1, 2)] if stdio else [os.devnull, job["out"], job["err"]]
+    for fd, path in enumerate(paths):
         target = os.open(path, os.O_RDONLY) if fd == 0 else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(target, fd)
         os.close(target)
@@ -137,42 +146,81 @@ def _run_main(argv: list[str]) -> None:
         exec(compile(target, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 
 
-def _reap(status_files: dict[int, str]) -> None:
+LOG = os.environ.get("QSIGHT_TEST_LOG", "")  # a file: one JSON line per command (argv, CPU and wall seconds)
+
+
+def _reap(jobs: dict[int, dict[str, Any]]) -> None:
     """Write the exit code of every ended child to its status file (atomically)."""
-    while status_files:
+    while jobs:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        path = status_files.pop(pid, None)
-        if path is not None:
-            Path(f"{path}.tmp").write_text(str(os.waitstatus_to_exitcode(status)))
-            os.replace(f"{path}.tmp", path)
+        job = jobs.pop(pid, None)
+        if job is None:
+            continue
+        if LOG:
+            line = {"argv": job["argv"], "cpu": round(usage.ru_utime + usage.ru_stime, 2),
+                    "wall": round(time.monotonic() - job["started"], 2), "code": os.waitstatus_to_exitcode(status)}
+            with open(LOG, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
+        code = os.waitstatus_to_exitcode(status)
+        if "conn" in job:  # a shim waits on its connection
+            with contextlib.suppress(OSError):
+                job["conn"].sendall(f"exit {code}\n".encode())
+            job["conn"].close()
+            continue
+        status_file = job["status"]
+        Path(f"{status_file}.tmp").write_text(str(code))
+        os.replace(f"{status_file}.tmp", status_file)
+
+
+def _start(job: dict[str, Any], jobs: dict[int, dict[str, Any]], listener: socket.socket) -> int:
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        for other in jobs.values():
+            if "conn" in other:
+                other["conn"].close()
+        _become(job)
+    jobs[pid] = {**job, "started": time.monotonic()}
+    return pid
+
+
+def _accept(listener: socket.socket, jobs: dict[int, dict[str, Any]]) -> None:
+    """A job from `tests/warm_python.py` (a worker of torchrun): its stdio are the shim's own."""
+    conn, _ = listener.accept()
+    with conn.makefile("r", encoding="utf-8") as fh:
+        job = json.loads(fh.readline())
+    pid = _start(job, jobs, listener)
+    jobs[pid]["conn"] = conn
+    conn.sendall(f"{pid}\n".encode())
 
 
 def serve() -> None:
-    """Import `PRELOAD`, then fork a child for each job read from stdin (one JSON line) and answer its pid;
-    exit when stdin closes."""
+    """Import `PRELOAD`, then fork a child for each job: a JSON line on stdin (answered with its pid on
+    stdout), or a connection to the socket named by ``QSIGHT_LAUNCHER_SOCKET``. Exit when stdin closes."""
     _preload()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(os.environ[SOCKET])
+    listener.listen(16)
     requests, answers = sys.stdin, sys.stdout
     answers.write("ready\n")
     answers.flush()
-    status_files: dict[int, str] = {}
+    jobs: dict[int, dict[str, Any]] = {}
     while True:
-        readable, _, _ = select.select([requests], [], [], POLL)
-        _reap(status_files)
-        if not readable:
+        readable, _, _ = select.select([requests, listener], [], [], POLL)
+        _reap(jobs)
+        if listener in readable:
+            _accept(listener, jobs)
+        if requests not in readable:
             continue
         line = requests.readline()
         if not line:
             return
-        job = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _become(job)
-        status_files[pid] = job["status"]
+        pid = _start(json.loads(line), jobs, listener)
         answers.write(f"{pid}\n")
         answers.flush()
 
@@ -180,39 +228,70 @@ def serve() -> None:
 # ---- the client (in the test process) ----------------------------------------------------------------------------
 
 _server: subprocess.Popen[str] | None = None
+_server_socket = ""
 _server_lock = threading.Lock()
+
+
+_socket_dir = tempfile.mkdtemp(prefix="qsight-launcher-")
+
+
+def _running_server() -> subprocess.Popen[str]:
+    """This process's server, started on first use."""
+    global _server, _server_socket
+    if _server is None or _server.poll() is not None:
+        root = str(Path(__file__).resolve().parents[1])
+        path = _server_socket = os.path.join(_socket_dir, f"server-{time.monotonic_ns()}.sock")
+        _server = subprocess.Popen([sys.executable, "-m", "tests.launcher"], cwd=root, text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONPATH": root, SOCKET: path})
+        assert _server.stdout is not None and _server.stdout.readline() == "ready\n", "launcher did not start"
+        atexit.register(_stop_server, _server)
+    return _server
+
+
+def shim_env() -> dict[str, str]:
+    """The environment that lets `tests/warm_python.py` (torchrun's workers) fork from the server; none
+    with ``QSIGHT_TEST_FRESH`` (the shim then runs a fresh interpreter)."""
+    if FRESH:
+        return {}
+    with _server_lock:
+        _running_server()
+    return {SOCKET: _server_socket}
 
 
 def _ask(job: dict[str, Any]) -> int:
     """Send a job to this process's server (started on first use) and return the child's pid."""
-    global _server
     with _server_lock:
-        if _server is None or _server.poll() is not None:
-            root = str(Path(__file__).resolve().parents[1])
-            _server = subprocess.Popen([sys.executable, "-m", "tests.launcher"], cwd=root, text=True,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       env={**os.environ, "PYTHONPATH": root})
-            assert _server.stdout is not None and _server.stdout.readline() == "ready\n", "launcher did not start"
-        stdin, stdout = _server.stdin, _server.stdout
+        server = _running_server()
+        stdin, stdout = server.stdin, server.stdout
         assert stdin is not None and stdout is not None
         stdin.write(json.dumps(job) + "\n")
         stdin.flush()
         return int(stdout.readline())
 
 
+def _stop_server(server: subprocess.Popen[str]) -> None:
+    """Close the server's input (it exits) and reap it, so its children's CPU time counts as ours."""
+    with contextlib.suppress(OSError, ValueError):
+        if server.stdin is not None:
+            server.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=30)
+
+
 class Launched:
     """A running `python -m qsight ARGS`: a subset of `subprocess.Popen` (pid, poll, wait, returncode, kill)
     plus the text it wrote to stdout and stderr."""
 
-    def __init__(self, argv: Sequence[str], cwd: Path, env: dict[str, str], new_session: bool,
-                 merge_output: bool) -> None:
+    def __init__(self, argv: Sequence[str], cwd: Path, env: dict[str, str], new_session: bool = False,
+                 merge_output: bool = False, *, fresh: bool = FRESH) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="qsight-cli-")
         folder = Path(self._tmp.name)
         self._out, self._status = folder / "stdout", folder / "status"
         self._err = self._out if merge_output else folder / "stderr"
         self.args = [sys.executable, *argv]
         self._fresh: subprocess.Popen[bytes] | None = None
-        if FRESH:
+        if fresh:
             with self._out.open("ab") as out, self._err.open("ab") as err:
                 self._fresh = subprocess.Popen(self.args, cwd=cwd, env=env,
                                                stdout=out, stderr=err, start_new_session=new_session)
@@ -267,12 +346,6 @@ class Launched:
 
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
-
-
-def launch(args: Sequence[str], *, cwd: Path, env: dict[str, str], new_session: bool = False,
-           merge_output: bool = False) -> Launched:
-    """Start `python -m qsight ARGS` in `cwd` with exactly `env` as its environment."""
-    return Launched(["-m", "qsight", *args], cwd, env, new_session, merge_output)
 
 
 def launch_code(code: str, *args: str, cwd: Path, env: dict[str, str]) -> Launched:

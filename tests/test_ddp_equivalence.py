@@ -13,13 +13,11 @@ difference is about 1e-5 (a training loss; validation metrics about 2e-6).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, SMOKE, cli_env, summary
+from tests.helpers import SMOKE, summary, torchrun
 
 TOLERANCE = 1e-3
 
@@ -31,10 +29,8 @@ def _losses_and_val(run_dir: Path) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_two_processes_give_the_metrics_of_one(smoke_run: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "qsight", "-v", "run", str(SMOKE), "--set", f'output.root="{tmp_path / "reports"}"']
-    two = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                         env=cli_env({"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""}))
+    two = torchrun("-v", "run", str(SMOKE), "--set", f'output.root="{tmp_path / "reports"}"',
+                   env={"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""})
     assert two.returncode == 0, two.stderr[-3000:]
 
     runs = list((tmp_path / "reports" / "runs" / "smoke").iterdir())

@@ -65,9 +65,13 @@ def test_restore_best_ends_the_stage_with_its_best_epoch(smoke_run: Path) -> Non
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_metrics(smoke_run: Path, smoke_args: tuple[str, ...], tmp_path: Path) -> None:
-    """A second run of the smoke spec, from scratch, ends with the shared run's metrics."""
+    """A second run of the smoke spec, from scratch, ends with the shared run's metrics.
+
+    This one in a fresh interpreter (``python -m qsight``), the shared one forked warm (`tests.launcher`):
+    the suite's warm processes give what a user's command gives.
+    """
     again = tmp_path / "again"
-    res = cli("run", *smoke_args, "--run-dir", str(again))
+    res = cli("run", *smoke_args, "--run-dir", str(again), fresh=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert val_metrics(again) == val_metrics(smoke_run)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import KILL_POINTS, ROOT, cli, cli_env, copy_run, summary, tiny_spec, val_metrics
+from tests.helpers import KILL_POINTS, cli, copy_run, summary, tiny_spec, torchrun, val_metrics
 
 
 @pytest.mark.slow
@@ -51,10 +49,7 @@ def test_two_process_ddp_matches_one_process_over_the_same_global_batch(tmp_path
     assert res.returncode == 0, res.stderr[-2000:]
     expected = val_metrics(plain)
     run_dir = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "qsight", "run", str(spec), "--run-dir", str(run_dir)]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env=cli_env({"OMP_NUM_THREADS": "1"}))
+    res = torchrun("run", str(spec), "--run-dir", str(run_dir), env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     got = val_metrics(run_dir)
     assert set(got) == set(expected)

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qsight.config.sweep import Sweep, load_sweep
 from qsight.errors import BadInputError
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger("qsight.sweeps")
+#: What a worker imports to run trials, imported once by the process workers are forked from.
+WORKER_PRELOAD = ("qsight.sweeps.worker", "qsight.experiment.build", "qsight.quantum.head")
 
 
 def next_trial(sweep: Sweep, study: optuna.Study) -> optuna.Trial | None:
@@ -67,20 +69,23 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def _watch_parent(parent: int) -> None:
+def _watch_parent() -> None:
     """End this worker when the process that started it is gone (a killed sweep leaves no orphans)."""
-    while True:
-        if os.getppid() != parent:
-            os._exit(3)
-        time.sleep(1.0)
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        wait([parent.sentinel])
+        os._exit(3)
 
 
-def worker_main(sweep_path: str, overrides: Sequence[str], url: str, threads: int, parent: int) -> None:
+def worker_main(sweep_path: str, overrides: Sequence[str], url: str, threads: int) -> None:
     """Entry point of a worker process: torch threads set, the sweep reloaded, trials run."""
     import torch
 
     torch.set_num_threads(threads)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_watch_parent, daemon=True).start()
     from qsight.logs import NORMAL, configure
 
     configure(NORMAL)
@@ -92,19 +97,30 @@ def worker_main(sweep_path: str, overrides: Sequence[str], url: str, threads: in
         sys.exit(2)
 
 
+def _worker_context() -> Any:
+    """Fresh worker processes that import torch and qsight's training once between them: forked from a
+    server process that imported them (``forkserver``), where the platform has one; else spawned."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(WORKER_PRELOAD))
+    return ctx
+
+
 def run_workers(sweep: Sweep, url: str, workers: int, study: optuna.Study,
                 on_exit: Callable[[int, int], None] | None = None) -> list[int]:
     """Run `workers` workers: in this process for one, else as processes; their exit codes."""
     if workers <= 1:
         work(sweep, study)
         return [0]
-    import multiprocessing
 
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _worker_context()
     threads = threads_per_worker(workers)
     procs = [
         ctx.Process(target=worker_main, name=f"qsight-sweep-{i}",
-                    args=(str(Path(sweep.path).resolve()), list(sweep.given), url, threads, os.getpid()))
+                    args=(str(Path(sweep.path).resolve()), list(sweep.given), url, threads))
         for i in range(workers)
     ]
     for p in procs:

@@ -82,5 +82,7 @@ class PerSampleSeed(Dataset[T_co]):
 
     def __getitem__(self, index: int) -> T_co:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(*self.seed_parts, index))
+            # the CPU generator alone: torch.manual_seed would also re-seed every CUDA device (the global
+            # stream this class leaves alone) and, with CUDA not started, record the caller's stack each time
+            torch.default_generator.manual_seed(derive_seed(*self.seed_parts, index))
             return self.dataset[index]
