@@ -7,12 +7,14 @@
 
 Tests only read these folders; a test that changes one copies it first (`helpers.copy_run`).
 
-Under pytest-xdist (``-n 2``) the workers share them: the first worker to need one makes it under a file
-lock in the session's common temporary folder, the others wait and read it.
+They are made in the background as soon as the tests are collected (`pytest_collection_finish`), while the
+tests that do not need them run. Under pytest-xdist (``-n 2``) the workers share them: the first process to
+get to one makes it under a file lock in the session's common temporary folder, the others wait and read it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,23 +27,30 @@ from tests.helpers import KILL_POINTS, SMOKE, cli, run_with_snapshots
 
 LONG_OVERRIDES = ("--set", "stages.1.epochs=3", "--set", "train.batch_size=8")
 #: Fixtures that train (whole runs, or processes of their own): a test using one is in the slow selection.
+#: Fixtures that read the session's shared runs.
+SHARED_FIXTURES = {"smoke_run", "long_run", "killed_runs", "interrupted_run"}
 TRAINING_FIXTURES = {"smoke_run", "long_run", "killed_runs", "interrupted_run", "tiny_run", "two_processes"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `slow` every test that uses a training fixture: ``-m "not slow"`` then starts no run."""
+    """Mark `slow` every test that uses a training fixture: ``-m "not slow"`` then starts no run.
+
+    Files with a test that reads the shared runs go last, so that those runs are made (in the background,
+    `pytest_collection_finish`) while the other files run."""
+    waiting = set()
     for item in items:
-        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if TRAINING_FIXTURES & used:
             item.add_marker(pytest.mark.slow)
+        if SHARED_FIXTURES & used:
+            waiting.add(item.path)
+    items.sort(key=lambda item: item.path in waiting)  # stable: the order within each part is kept
 
 
-def _shared_dir(factory: pytest.TempPathFactory, name: str, worker: str) -> Path:
-    """A folder every xdist worker of the session sees (the session's own temporary folder without xdist)."""
-    if worker == "master":
-        return factory.mktemp(name)
-    path = factory.getbasetemp().parent / name
-    path.mkdir(exist_ok=True)
-    return path
+def _session_dir(factory: pytest.TempPathFactory, worker: str) -> Path:
+    """The folder every xdist worker of the session sees: the session's own temporary folder."""
+    base = factory.getbasetemp()
+    return base if worker == "master" else base.parent
 
 
 @contextmanager
@@ -62,25 +71,33 @@ def worker_id_or_master(request: pytest.FixtureRequest) -> str:
     return str(getattr(request.config, "workerinput", {}).get("workerid", "master"))
 
 
-@pytest.fixture(scope="session")
-def reports_root(tmp_path_factory: pytest.TempPathFactory, worker_id_or_master: str) -> Path:
-    """The output root of the session's runs: one synthetic-data cache, one MLflow store."""
-    return _shared_dir(tmp_path_factory, "reports", worker_id_or_master)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When the selected tests need the shared runs, start making them in the background at once, so that
+    the tests before the first one needing them run meanwhile (on the other core)."""
+    if any(SHARED_FIXTURES & set(getattr(item, "fixturenames", ())) for item in session.items):
+        worker = str(getattr(session.config, "workerinput", {}).get("workerid", "master"))
+        thread = threading.Thread(target=_make_shared, args=(_session_dir(session.config._tmp_path_factory, worker),),
+                                  name="shared-runs", daemon=True)
+        thread.start()
+        session.config.add_cleanup(thread.join)
 
 
-@pytest.fixture(scope="session")
-def smoke_args(reports_root: Path) -> tuple[str, ...]:
-    """``qsight run`` arguments for experiments/smoke.toml with its output under `reports_root`."""
-    return str(SMOKE), "--set", f'output.root="{reports_root}"'
+def _make_shared(session_dir: Path) -> None:
+    """The smoke run, then the long one (each made by whichever process gets to it first)."""
+    args = _smoke_args(session_dir / "reports")
+    _make_smoke(session_dir / "reports", args)
+    _make_long(session_dir / "reports", args, session_dir / "killed")
 
 
-@pytest.fixture(scope="session")
-def smoke_run(reports_root: Path, smoke_args: tuple[str, ...]) -> Path:
-    """The completed smoke run (read only)."""
-    run_dir = reports_root / "runs" / "smoke" / "completed"
+def _smoke_args(reports: Path) -> tuple[str, ...]:
+    return str(SMOKE), "--set", f'output.root="{reports}"'
+
+
+def _make_smoke(reports: Path, args: tuple[str, ...]) -> Path:
+    run_dir = reports / "runs" / "smoke" / "completed"
 
     def make() -> None:
-        result = cli("run", *smoke_args, "--run-dir", str(run_dir))
+        result = cli("run", *args, "--run-dir", str(run_dir))
         assert result.returncode == 0, result.stderr[-3000:]
 
     with _made_once(run_dir, make):
@@ -93,22 +110,43 @@ class LongRun:
     killed: dict[str, Path]  # kill point -> the folder as a kill right after writing that checkpoint leaves it
 
 
-@pytest.fixture(scope="session")
-def _long(smoke_run: Path, smoke_args: tuple[str, ...], reports_root: Path,
-          tmp_path_factory: pytest.TempPathFactory, worker_id_or_master: str) -> LongRun:
-    """Started after `smoke_run` (tests rely on the order). The copies lie under a reports root of their own."""
-    killed_root = _shared_dir(tmp_path_factory, "killed", worker_id_or_master)
+def _make_long(reports: Path, args: tuple[str, ...], killed_root: Path) -> LongRun:
     points = {p: killed_root / "runs" / "smoke" / f"killed-{p.removesuffix('.pt')}" for p in KILL_POINTS}
-    run_dir = reports_root / "runs" / "smoke" / "long"
+    run_dir = reports / "runs" / "smoke" / "long"
 
     def make() -> None:
-        run_with_snapshots([*smoke_args, *LONG_OVERRIDES], run_dir, points)
+        run_with_snapshots([*args, *LONG_OVERRIDES], run_dir, points)
         following = [*KILL_POINTS[1:], "stage-ensemble.pt"]
         for point, later in zip(KILL_POINTS, following, strict=True):
             assert not (points[point] / "checkpoints" / later).exists(), f"the copy at {point} came too late"
 
     with _made_once(run_dir, make):  # the copies are made on the way
         return LongRun(run_dir, points)
+
+
+@pytest.fixture(scope="session")
+def reports_root(tmp_path_factory: pytest.TempPathFactory, worker_id_or_master: str) -> Path:
+    """The output root of the session's runs: one synthetic-data cache, one MLflow store."""
+    return _session_dir(tmp_path_factory, worker_id_or_master) / "reports"
+
+
+@pytest.fixture(scope="session")
+def smoke_args(reports_root: Path) -> tuple[str, ...]:
+    """``qsight run`` arguments for experiments/smoke.toml with its output under `reports_root`."""
+    return _smoke_args(reports_root)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(reports_root: Path, smoke_args: tuple[str, ...]) -> Path:
+    """The completed smoke run (read only)."""
+    return _make_smoke(reports_root, smoke_args)
+
+
+@pytest.fixture(scope="session")
+def _long(smoke_run: Path, smoke_args: tuple[str, ...], reports_root: Path,
+          tmp_path_factory: pytest.TempPathFactory, worker_id_or_master: str) -> LongRun:
+    """Started after `smoke_run` (tests rely on the order). The copies lie under a reports root of their own."""
+    return _make_long(reports_root, smoke_args, _session_dir(tmp_path_factory, worker_id_or_master) / "killed")
 
 
 @pytest.fixture(scope="session")
