@@ -186,3 +186,19 @@ def test_shift_rule_check_rejects_shared_or_scaled_angles() -> None:
     scaled.rz(a / 2, 0)
     with pytest.raises(NotImplementedError, match="slope"):
         check_shift_rule(scaled, 1)
+
+
+def test_reference_cost_is_kept_on_disk_and_read_back_without_a_transpile(tmp_path: Path) -> None:
+    hc = build_circuit(CircuitSpec(3, reps=1))
+    first = circuit_cost(hc, 10, cache_dir=tmp_path)
+    (kept,) = (tmp_path / "transpiled").glob("*.json")
+    transpile_for.cache_clear()
+    again = circuit_cost(build_circuit(CircuitSpec(3, reps=1)), 12, cache_dir=tmp_path)  # rebuilt: new Parameters
+    assert transpile_for.cache_info().currsize == 0  # read from `kept`, nothing transpiled
+    assert again == {**first, "circuits_per_epoch": 12 * (1 + 2 * first["gate_angles"])}
+    other = circuit_cost(build_circuit(CircuitSpec(2, reps=1)), 10, cache_dir=tmp_path)
+    assert len(list((tmp_path / "transpiled").glob("*.json"))) == 2 and other["qubits"] == 2
+    assert circuit_cost(hc, 10, seed=None, cache_dir=tmp_path)["backend"] == first["backend"]  # not kept: random
+    assert len(list((tmp_path / "transpiled").glob("*.json"))) == 2
+    kept.write_text("{not json")
+    assert circuit_cost(hc, 10, cache_dir=tmp_path) == first  # a damaged file is transpiled again

@@ -9,7 +9,7 @@ Sans, so the images read like the rest of the run's figures.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 
 import matplotlib
 import numpy as np
@@ -34,6 +34,7 @@ def _colour(share: float) -> Colour:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+@lru_cache(maxsize=256)  # the same labels every epoch; callers only paste the tile
 def _text_image(text: str, font: Font, angle: float) -> Image.Image:
     """`text` in black on a transparent tile, turned by `angle` degrees (counter-clockwise)."""
     width, height = text_size(text, font)
@@ -77,10 +78,14 @@ def draw_confusion(counts: np.ndarray, shares: np.ndarray, class_names: Sequence
     return image
 
 
-def _colour_bar(image: Image.Image, draw: ImageDraw.ImageDraw, x: int, top: int, height: int) -> None:
+@lru_cache(maxsize=16)
+def _bar(height: int) -> Image.Image:
     ramp = _blues()(np.linspace(1.0, 0.0, height))[:, :3]
-    bar = np.repeat((ramp * 255).astype(np.uint8)[:, None, :], BAR_WIDTH, axis=1)
-    image.paste(Image.fromarray(bar), (x, top))
+    return Image.fromarray(np.repeat((ramp * 255).astype(np.uint8)[:, None, :], BAR_WIDTH, axis=1))
+
+
+def _colour_bar(image: Image.Image, draw: ImageDraw.ImageDraw, x: int, top: int, height: int) -> None:
+    image.paste(_bar(height), (x, top))
     draw.rectangle((x - 1, top - 1, x + BAR_WIDTH, top + height), outline="black")
     for value in (0.0, 0.5, 1.0):
         y = top + (1.0 - value) * (height - 1)

@@ -194,7 +194,8 @@ class Experiment:
             "global_step": state.global_step,
             "skipped_images": self.data.skipped_images(),
             "class_names": list(self.data.class_names),
-            "quantum": quantum_costs(self.model.heads.items(), len(self.data.train_labels)),
+            "quantum": quantum_costs(self.model.heads.items(), len(self.data.train_labels),
+                                     Path(self.spec.output.root) / "cache"),
             **({"tags": dict(self.tags)} if self.tags else {}),
             "parameters": head_parameters(dict(self.model.heads.items())),
         }
