@@ -35,16 +35,19 @@ TRAINING_FIXTURES = {"smoke_run", "long_run", "killed_runs", "interrupted_run", 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark `slow` every test that uses a training fixture: ``-m "not slow"`` then starts no run.
 
-    Files with a test that reads the shared runs go last, so that those runs are made (in the background,
-    `pytest_collection_finish`) while the other files run."""
-    waiting = set()
+    Order for two workers taking whole files: files with a test that reads the shared runs go last, so
+    that those runs are made (in the background, `pytest_collection_finish`) while the others run; before
+    them, files with more slow tests first, so that no long file starts when the other worker is done."""
+    waiting: set[Path] = set()
+    slow: dict[Path, int] = {}
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if TRAINING_FIXTURES & used:
             item.add_marker(pytest.mark.slow)
         if SHARED_FIXTURES & used:
             waiting.add(item.path)
-    items.sort(key=lambda item: item.path in waiting)  # stable: the order within each part is kept
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: (item.path in waiting, -slow[item.path]))  # stable within a file
 
 
 def _session_dir(factory: pytest.TempPathFactory, worker: str) -> Path:
