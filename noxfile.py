@@ -11,7 +11,8 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 PYTHON = "3.11"
 
 
-PARALLEL = ["-n", "2", "--dist", "loadfile"]  # pytest-xdist on both cores, a whole test file to a worker (its module fixtures made once)
+# pytest-xdist on both cores, a whole test file to a worker (its module fixtures made once)
+PARALLEL = ["-n", "2", "--dist", "loadfile"]
 
 
 @nox.session(python=PYTHON)

@@ -28,8 +28,6 @@ from qsight.training.state import EarlyStopping, RunState
 from qsight.training.trainer import Trainer
 from tests.helpers import tiny_spec
 
-pytestmark = pytest.mark.xdist_group("checkpoints")  # one worker: module-scoped fixtures
-
 CPU = torch.device("cpu")
 
 

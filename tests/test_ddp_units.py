@@ -29,8 +29,6 @@ from qsight.training.distributed import (
 from qsight.training.loop import EpochStats
 from qsight.training.parallel import DistInfo
 
-pytestmark = pytest.mark.xdist_group("ddp_units")  # one worker: module-scoped fixtures
-
 WORLD, BATCH = 2, 8
 
 

@@ -25,8 +25,6 @@ from qsight.runs.curves import timeline
 from qsight.runs.report import KEY_METRICS, write_report
 from tests.helpers import HEADS, copy_run, summary
 
-pytestmark = pytest.mark.xdist_group("report")  # one worker: module-scoped fixtures
-
 PNG_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]*)")
 ALL_HEADS = (*HEADS, "ensemble")
 

@@ -15,8 +15,6 @@ import pytest
 
 from tests.helpers import cli, cli_json, copy_run, metric_lines, summary
 
-pytestmark = pytest.mark.xdist_group("runs_cli")  # one worker: module-scoped fixtures
-
 KEPT_FILES = ("spec.toml", "environment.json", "metrics.jsonl", "summary.json", "checkpoints/best.pt",
               "checkpoints/last.pt")
 

@@ -22,7 +22,7 @@ from tests.helpers import cli, summary, tiny_spec
 AER = 'model.heads.quantum.sampler={type="aer", shots=1024}'
 REGISTERED = "serve-model"
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]  # one worker: module-scoped fixtures
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,6 @@ from qsight.sinks.local import LocalSink
 from qsight.sinks.mlflow_sink import MlflowSink, flatten
 from tests.helpers import sink_artifacts
 
-pytestmark = pytest.mark.xdist_group("mlflow_server")  # one worker: module-scoped fixtures
-
 SPEC: dict[str, Any] = {
     "name": "demo",
     "seed": 5,

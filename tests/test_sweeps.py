@@ -20,8 +20,6 @@ import pytest
 from qsight.sweeps.aggregate import interval
 from tests.helpers import ROOT, cli, start_cli
 
-pytestmark = pytest.mark.xdist_group("sweeps")  # one worker: module-scoped fixtures
-
 TINY_SET = ["train.limit_batches=1", "stages.1.epochs=1", "explain.enabled=false", "sinks={}",
             "data.train_size=48", "data.val_size=24"]
 

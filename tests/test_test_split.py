@@ -17,8 +17,6 @@ from qsight.data.splits import grouped_split, holdout_split, shared_groups, stra
 from qsight.errors import DataError
 from tests.helpers import cli, summary, tiny_spec
 
-pytestmark = pytest.mark.xdist_group("test_split")  # one worker: module-scoped fixtures
-
 LABELS = [0] * 40 + [1] * 12 + [2] * 20 + [3] * 5 + [4] * 3
 
 
