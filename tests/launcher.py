@@ -130,7 +130,10 @@ def _preload() -> None:
     atexit.register = recorded
     try:
         for name in PRELOAD:
-            importlib.import_module(name)
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:  # a child imports what it needs itself, as a fresh process would
+                print(f"tests.launcher: not preloaded: {name}: {exc}", file=sys.stderr)
     finally:
         atexit.register = register
 
