@@ -15,8 +15,7 @@ get to one makes it under a file lock in the session's common temporary folder, 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +25,10 @@ from filelock import FileLock
 from tests.helpers import KILL_POINTS, SMOKE, cli, run_with_snapshots
 
 LONG_OVERRIDES = ("--set", "stages.1.epochs=3", "--set", "train.batch_size=8")
-#: Fixtures that train (whole runs, or processes of their own): a test using one is in the slow selection.
 #: Fixtures that read the session's shared runs.
 SHARED_FIXTURES = {"smoke_run", "long_run", "killed_runs", "interrupted_run"}
-TRAINING_FIXTURES = {"smoke_run", "long_run", "killed_runs", "interrupted_run", "tiny_run", "two_processes"}
+#: Fixtures that train (whole runs, or processes of their own): a test using one is in the slow selection.
+TRAINING_FIXTURES = SHARED_FIXTURES | {"tiny_run", "two_processes"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,31 +55,32 @@ def _session_dir(factory: pytest.TempPathFactory, worker: str) -> Path:
     return base if worker == "master" else base.parent
 
 
-@contextmanager
-def _made_once(run_dir: Path, make: Callable[[], None]) -> Iterator[None]:
+def _made_once(run_dir: Path, make: Callable[[], None]) -> None:
     """`make` (which makes `run_dir`) run by the first process to get here, under a lock beside
-    `run_dir`; later ones find it made."""
+    `run_dir`; later ones wait for it and find it made."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(run_dir.with_name(f".{run_dir.name}.lock"))):
         done = run_dir.with_name(f".{run_dir.name}.done")
         if not done.exists():
             make()
             done.touch()
-        yield
+
+
+def _worker(config: pytest.Config) -> str:
+    return str(getattr(config, "workerinput", {}).get("workerid", "master"))
 
 
 @pytest.fixture(scope="session")
 def worker_id_or_master(request: pytest.FixtureRequest) -> str:
-    return str(getattr(request.config, "workerinput", {}).get("workerid", "master"))
+    return _worker(request.config)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When the selected tests need the shared runs, start making them in the background at once, so that
     the tests before the first one needing them run meanwhile (on the other core)."""
     if any(SHARED_FIXTURES & set(getattr(item, "fixturenames", ())) for item in session.items):
-        worker = str(getattr(session.config, "workerinput", {}).get("workerid", "master"))
-        thread = threading.Thread(target=_make_shared, args=(_session_dir(session.config._tmp_path_factory, worker),),
-                                  name="shared-runs", daemon=True)
+        session_dir = _session_dir(session.config._tmp_path_factory, _worker(session.config))
+        thread = threading.Thread(target=_make_shared, args=(session_dir,), name="shared-runs", daemon=True)
         thread.start()
         session.config.add_cleanup(thread.join)
 
@@ -103,8 +103,8 @@ def _make_smoke(reports: Path, args: tuple[str, ...]) -> Path:
         result = cli("run", *args, "--run-dir", str(run_dir))
         assert result.returncode == 0, result.stderr[-3000:]
 
-    with _made_once(run_dir, make):
-        return run_dir
+    _made_once(run_dir, make)
+    return run_dir
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ def _make_long(reports: Path, args: tuple[str, ...], killed_root: Path) -> LongR
         for point, later in zip(KILL_POINTS, following, strict=True):
             assert not (points[point] / "checkpoints" / later).exists(), f"the copy at {point} came too late"
 
-    with _made_once(run_dir, make):  # the copies are made on the way
-        return LongRun(run_dir, points)
+    _made_once(run_dir, make)  # the copies are made on the way
+    return LongRun(run_dir, points)
 
 
 @pytest.fixture(scope="session")

@@ -62,13 +62,17 @@ def tiny_spec(tmp: Path, *, reports: Path | None = None, sinks: bool = False, na
 
 
 def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a CLI subprocess: ours, W&B offline, plus `env`.
+    """The environment of a CLI subprocess: ours, W&B offline, one torch thread, plus `env`.
+
+    One thread, as torchrun gives each of its workers: runs compared with a two-process run are made
+    like it (the thread count changes float rounding, and a rank metric on 40 samples can flip), and
+    two test workers on two cores do not oversubscribe them.
 
     Without ``WANDB_SERVICE``: a W&B run in this process exports its wandb-core service there, and a
     child attached to it would share it with every other child (a killed child's run stays open in
     it, and its resume is refused: "run ID ... is in use"), unlike a run started from a shell.
     """
-    found = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    found = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **(env or {})}
     found.pop("WANDB_SERVICE", None)
     return found
 

@@ -2,7 +2,7 @@
 
 A fresh interpreter spends about 6 s importing torch, torchvision (which pulls in torch._dynamo), timm,
 MLflow, W&B and Qiskit before qsight does any work; the suite starts about a hundred CLI processes. Here
-one server process per test worker (multiprocessing's forkserver) imports them once and forks a process
+one server process per test worker imports them once and forks a process
 for every command. Each is still its own process, with its own pid, working folder, environment,
 argument list and output files, exiting or killed as a user's would be: only the import time is saved.
 
@@ -25,6 +25,7 @@ import json
 import os
 import runpy
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +47,7 @@ PRELOAD = ("torch", "torchvision", "torchvision.transforms.v2", "timm", "mlflow"
            "qsight.training.trainer", "qsight.data.synthetic_set", "qsight.models.backbones", "qsight.quantum.head",
            "qsight.sinks.mlflow_sink", "qsight.sinks.wandb_sink")
 FRESH = os.environ.get("QSIGHT_TEST_FRESH", "") not in ("", "0")
+LOG = os.environ.get("QSIGHT_TEST_LOG", "")  # a file: one JSON line per command (argv, CPU and wall seconds)
 SOCKET = "QSIGHT_LAUNCHER_SOCKET"
 POLL = 0.02  # seconds between looks at a child's status file
 
@@ -88,6 +90,7 @@ def _become(job: dict[str, Any]) -> None:
     _leave_server_folders()
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
+    _set_threads(job["env"])
     code = 0
     try:
         _run_main(job["argv"])
@@ -107,6 +110,14 @@ def _become(job: dict[str, Any]) -> None:
     os._exit(code)
 
 
+def _set_threads(env: dict[str, str]) -> None:
+    """torch's intra-op threads as a fresh interpreter with `env` sets them (the fork keeps the server's)."""
+    if "torch" in sys.modules:
+        wanted = env.get("OMP_NUM_THREADS", "")
+        sys.modules["torch"].set_num_threads(int(wanted) if wanted.isdigit() and int(wanted) > 0 else _THREADS)
+
+
+_THREADS = os.cpu_count() or 1  # torch's own count where OMP_NUM_THREADS is unset (set again after preload)
 _server_exit_handlers: list[Any] = []  # atexit handlers registered while the server imported PRELOAD
 
 
@@ -121,6 +132,7 @@ def _leave_server_folders() -> None:
 
 
 def _preload() -> None:
+    global _THREADS
     register = atexit.register
 
     def recorded(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -136,6 +148,8 @@ def _preload() -> None:
                 print(f"tests.launcher: not preloaded: {name}: {exc}", file=sys.stderr)
     finally:
         atexit.register = register
+    if "torch" in sys.modules and "OMP_NUM_THREADS" not in os.environ:
+        _THREADS = sys.modules["torch"].get_num_threads()
 
 
 def _run_main(argv: list[str]) -> None:
@@ -147,9 +161,6 @@ def _run_main(argv: list[str]) -> None:
     else:
         sys.argv = ["-c", *rest]
         exec(compile(target, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-
-
-LOG = os.environ.get("QSIGHT_TEST_LOG", "")  # a file: one JSON line per command (argv, CPU and wall seconds)
 
 
 def _reap(jobs: dict[int, dict[str, Any]]) -> None:
@@ -164,12 +175,12 @@ def _reap(jobs: dict[int, dict[str, Any]]) -> None:
         job = jobs.pop(pid, None)
         if job is None:
             continue
+        code = os.waitstatus_to_exitcode(status)
         if LOG:
             line = {"argv": job["argv"], "cpu": round(usage.ru_utime + usage.ru_stime, 2),
-                    "wall": round(time.monotonic() - job["started"], 2), "code": os.waitstatus_to_exitcode(status)}
+                    "wall": round(time.monotonic() - job["started"], 2), "code": code}
             with open(LOG, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(line) + "\n")
-        code = os.waitstatus_to_exitcode(status)
         if "conn" in job:  # a shim waits on its connection
             with contextlib.suppress(OSError):
                 job["conn"].sendall(f"exit {code}\n".encode())
@@ -235,20 +246,18 @@ _server_socket = ""
 _server_lock = threading.Lock()
 
 
-_socket_dir = tempfile.mkdtemp(prefix="qsight-launcher-")
-
-
 def _running_server() -> subprocess.Popen[str]:
     """This process's server, started on first use."""
     global _server, _server_socket
     if _server is None or _server.poll() is not None:
         root = str(Path(__file__).resolve().parents[1])
-        path = _server_socket = os.path.join(_socket_dir, f"server-{time.monotonic_ns()}.sock")
+        folder = tempfile.mkdtemp(prefix="qsight-launcher-")  # a short path: socket names are limited to 108 bytes
+        path = _server_socket = os.path.join(folder, "server.sock")
         _server = subprocess.Popen([sys.executable, "-m", "tests.launcher"], cwd=root, text=True,
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    env={**os.environ, "PYTHONPATH": root, SOCKET: path})
         assert _server.stdout is not None and _server.stdout.readline() == "ready\n", "launcher did not start"
-        atexit.register(_stop_server, _server)
+        atexit.register(_stop_server, _server, folder)
     return _server
 
 
@@ -273,13 +282,15 @@ def _ask(job: dict[str, Any]) -> int:
         return int(stdout.readline())
 
 
-def _stop_server(server: subprocess.Popen[str]) -> None:
-    """Close the server's input (it exits) and reap it, so its children's CPU time counts as ours."""
+def _stop_server(server: subprocess.Popen[str], folder: str) -> None:
+    """Close the server's input (it exits) and reap it, so its children's CPU time counts as ours; remove
+    its socket's folder."""
     with contextlib.suppress(OSError, ValueError):
         if server.stdin is not None:
             server.stdin.close()
     with contextlib.suppress(subprocess.TimeoutExpired):
         server.wait(timeout=30)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 class Launched:

@@ -200,5 +200,6 @@ def test_reference_cost_is_kept_on_disk_and_read_back_without_a_transpile(tmp_pa
     assert len(list((tmp_path / "transpiled").glob("*.json"))) == 2 and other["qubits"] == 2
     assert circuit_cost(hc, 10, seed=None, cache_dir=tmp_path)["backend"] == first["backend"]  # not kept: random
     assert len(list((tmp_path / "transpiled").glob("*.json"))) == 2
-    kept.write_text("{not json")
-    assert circuit_cost(hc, 10, cache_dir=tmp_path) == first  # a damaged file is transpiled again
+    for damaged in ("{not json", '{"backend": "fake_torino"}'):
+        kept.write_text(damaged)
+        assert circuit_cost(hc, 10, cache_dir=tmp_path) == first  # a damaged file is transpiled again

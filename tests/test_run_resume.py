@@ -49,7 +49,7 @@ def test_two_process_ddp_matches_one_process_over_the_same_global_batch(tmp_path
     assert res.returncode == 0, res.stderr[-2000:]
     expected = val_metrics(plain)
     run_dir = tmp_path / "ddp"
-    res = torchrun("run", str(spec), "--run-dir", str(run_dir), env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    res = torchrun("run", str(spec), "--run-dir", str(run_dir), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     got = val_metrics(run_dir)
     assert set(got) == set(expected)

@@ -85,7 +85,7 @@ def test_four_sink_processes_released_together_on_a_fresh_store(tmp_path: Path) 
     Fails on the old code: MLflow's table creation races (`duplicate column name: step`,
     `table _alembic_tmp_... already exists`) and the store can break for good.
     """
-    env = cli_env({"OMP_NUM_THREADS": "1"})
+    env = cli_env()
     env.pop("MLFLOW_TRACKING_URI", None)
     for rnd in range(3):
         root = tmp_path / f"round{rnd}" / "reports"
@@ -118,7 +118,7 @@ def test_four_runs_starting_together_on_a_fresh_store(tmp_path: Path) -> None:
     depends on the machine: the race itself is the test above's, which releases the sinks together
     (3 rounds). This one checks the whole command in that situation, in one round (3 took 2.5 minutes).
     """
-    env = {"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""}
+    env = {"MLFLOW_TRACKING_URI": ""}
     for rnd in range(1):
         tmp = tmp_path / f"round{rnd}"
         tmp.mkdir()
@@ -145,7 +145,7 @@ def test_110_epoch_stage_lands_whole_in_mlflow(tmp_path: Path) -> None:
     the MLflow run stays RUNNING with points missing."""
     spec = spec_with(tmp_path, {"mlflow": {"type": "mlflow"}}, epochs=110)
     run_dir = tmp_path / "run"
-    res = cli("run", str(spec), "--run-dir", str(run_dir), env={"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""})
+    res = cli("run", str(spec), "--run-dir", str(run_dir), env={"MLFLOW_TRACKING_URI": ""})
     assert res.returncode == 0, res.stderr[-2000:]
     assert summary(run_dir)["sinks"]["mlflow"] == "ok"
     client = store(tmp_path / "reports")
@@ -213,7 +213,7 @@ def test_killed_and_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path: Pa
         train__limit_batches=10,
         train__log_every=3,
     )
-    env = {"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""}
+    env = {"MLFLOW_TRACKING_URI": ""}
     run_dir = tmp_path / "run"
     _kill_in_epoch_2(spec, run_dir, env)
     checkpoint = read_checkpoint(run_dir / "checkpoints" / "last.pt").run_state.global_step
@@ -222,7 +222,7 @@ def test_killed_and_resumed_run_continues_its_mlflow_and_wandb_runs(tmp_path: Pa
     logged = max(m.step for m in client.get_metric_history(killed.info.run_id, "train/total/loss"))
     assert logged > checkpoint, "MLflow got nothing after the checkpoint: the kill came too early"
 
-    res = cli("run", "--resume", str(run_dir), env={"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": ""})
+    res = cli("run", "--resume", str(run_dir), env={"MLFLOW_TRACKING_URI": ""})
     assert res.returncode == 0, res.stderr[-2000:]
     assert summary(run_dir)["status"] == "completed" and summary(run_dir)["sinks"]["mlflow"] == "ok"
 

@@ -338,8 +338,7 @@ def _has_user(name: str) -> bool:
 def test_two_workers_on_postgres_run_every_trial_exactly_once(tmp_path: Path, postgres_url: str) -> None:
     path = write_sweep(tmp_path, grid={"model.heads.quantum.qubits": [2, 3], "stages.0.lr": [1e-3, 3e-3]},
                        seeds=[1])
-    procs = [start_cli("sweep", str(path), "--storage", postgres_url, env={"OMP_NUM_THREADS": "1"})
-             for _ in range(2)]
+    procs = [start_cli("sweep", str(path), "--storage", postgres_url) for _ in range(2)]
     outputs = [p.communicate(timeout=1200) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
     summary = load(tmp_path)

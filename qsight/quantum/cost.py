@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("qsight.quantum")
 REFERENCE_LEVEL = 2
 _NOT_GATES = ("barrier", "delay")
+#: The numbers of a transpile on the reference device, kept in the cache.
+ON_DEVICE = ("backend", "physical_qubits", "transpiled_depth", "transpiled_two_qubit_gates", "estimated_fidelity")
 
 
 def circuit_cost(
@@ -74,10 +76,7 @@ def circuit_cost(
         "backend": on_device["backend"],
         "reference_backend": backend is None,
         "optimization_level": optimization_level,
-        "physical_qubits": on_device["physical_qubits"],
-        "transpiled_depth": on_device["transpiled_depth"],
-        "transpiled_two_qubit_gates": on_device["transpiled_two_qubit_gates"],
-        "estimated_fidelity": on_device["estimated_fidelity"],
+        **{k: on_device[k] for k in ON_DEVICE[1:]},
         "shots": shots,
         "circuits_per_epoch": train_size * (1 + 2 * len(polys)),
     }
@@ -99,10 +98,10 @@ def _read_cached(path: Path | None) -> dict[str, Any] | None:
     if path is None or not path.is_file():
         return None
     try:
-        found: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return found
+    return found if isinstance(found, dict) and set(ON_DEVICE) <= set(found) else None  # else transpiled again
 
 
 def head_cost(head: QuantumHead, train_size: int, cache_dir: Path | None = None) -> dict[str, Any]:
