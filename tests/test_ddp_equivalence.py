@@ -8,7 +8,11 @@ Summing a gradient over two shards of 8 instead of one batch of 16 rounds differ
 relative). A run whose weights come that close to a ReLU kink can drift apart: at an earlier commit
 the smoke spec's seed 7 had a first-convolution ReLU input within 1e-7 of zero at the classical
 stage's fourth step, and later metrics moved by up to 0.01. On the current code the largest
-difference is about 1e-5 (a training loss; validation metrics about 2e-6).
+difference is about 1e-5 (a training loss; validation metrics equal or about 2e-6).
+
+Both sides run one torch thread per process (`helpers.cli_env`; torchrun gives its workers one): the
+thread count alone changes rounding, and one process with two threads ends 4e-4 from one thread in the
+training loss, its quantum head's referable AUC one pair in 128 apart.
 """
 
 from __future__ import annotations
