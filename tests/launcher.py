@@ -111,10 +111,12 @@ def _become(job: dict[str, Any]) -> None:
 
 
 def _set_threads(env: dict[str, str]) -> None:
-    """torch's intra-op threads as a fresh interpreter with `env` sets them (the fork keeps the server's)."""
+    """torch's intra-op threads as a fresh interpreter with `env` sets them (the fork keeps the server's):
+    OMP_NUM_THREADS, at most the machine's default."""
     if "torch" in sys.modules:
         wanted = env.get("OMP_NUM_THREADS", "")
-        sys.modules["torch"].set_num_threads(int(wanted) if wanted.isdigit() and int(wanted) > 0 else _THREADS)
+        sys.modules["torch"].set_num_threads(min(int(wanted), _THREADS) if wanted.isdigit() and int(wanted) > 0
+                                             else _THREADS)
 
 
 _THREADS = os.cpu_count() or 1  # torch's own count where OMP_NUM_THREADS is unset (set again after preload)
