@@ -81,9 +81,7 @@ def cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout
         fresh: bool = False) -> subprocess.CompletedProcess[str]:
     """``python -m qsight ARGS`` as a user runs it: exit code, stdout, stderr. Forked warm (`tests.launcher`),
     or `fresh` in a new interpreter."""
-    proc = start_cli(*args, cwd=cwd, env=env, fresh=fresh)
-    out, err = proc.communicate(timeout)
-    return subprocess.CompletedProcess([sys.executable, "-m", "qsight", *args], proc.wait(), out, err)
+    return start_cli(*args, cwd=cwd, env=env, fresh=fresh).completed(timeout)
 
 
 def start_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, new_session: bool = False,
@@ -97,9 +95,7 @@ def torchrun(*args: str, env: dict[str, str] | None = None, timeout: int = 900) 
     warm like `cli` (the workers through `tests/warm_python.py`)."""
     argv = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             str(ROOT / "tests" / "warm_python.py"), "-m", "qsight", *args]
-    proc = Launched(argv, ROOT, cli_env({**(env or {}), **shim_env()}), False, False)
-    out, err = proc.communicate(timeout)
-    return subprocess.CompletedProcess([sys.executable, *argv], proc.wait(), out, err)
+    return Launched(argv, ROOT, cli_env({**(env or {}), **shim_env()}), False, False).completed(timeout)
 
 
 def cli_json(*args: str) -> Any:

@@ -2,15 +2,16 @@
 
 A fresh interpreter spends about 6 s importing torch, torchvision (which pulls in torch._dynamo), timm,
 MLflow, W&B and Qiskit before qsight does any work; the suite starts about a hundred CLI processes. Here
-one server process per test worker imports them once and forks a process
-for every command. Each is still its own process, with its own pid, working folder, environment,
-argument list and output files, exiting or killed as a user's would be: only the import time is saved.
+one server process per test worker imports them once and forks a process for every command. Each is
+still its own process, with its own pid, working folder, environment, argument list and output files,
+exiting or killed as a user's would be: only the import time is saved.
 
 What a fresh interpreter does at start-up and exit, the child does too (and it leaves alone what the
-server made on import, such as W&B's temporary media folder, shared by every child): ``PYTHONPATH`` entries go first
-on ``sys.path``, the process is the main process to libraries that ask, NumPy's global generator gets
-fresh entropy (the server's would be shared by every child), non-daemon threads are joined and ``atexit``
-handlers run before it exits, and an uncaught ``KeyboardInterrupt`` ends it by SIGINT.
+server made on import, such as W&B's temporary media folder, shared by every child): ``PYTHONPATH``
+entries go first on ``sys.path``, the process is the main process to libraries that ask, torch's thread
+count follows its ``OMP_NUM_THREADS``, NumPy's global generator gets fresh entropy (the server's would be
+shared by every child), non-daemon threads are joined and ``atexit`` handlers run before it exits, and an
+uncaught ``KeyboardInterrupt`` ends it by SIGINT.
 
 ``QSIGHT_TEST_FRESH=1`` starts every command in a fresh interpreter instead (the same results, slower);
 ``QSIGHT_TEST_LOG=FILE`` appends a JSON line per command: its arguments, CPU and wall seconds, exit code.
@@ -296,8 +297,8 @@ def _stop_server(server: subprocess.Popen[str], folder: str) -> None:
 
 
 class Launched:
-    """A running `python -m qsight ARGS`: a subset of `subprocess.Popen` (pid, poll, wait, returncode, kill)
-    plus the text it wrote to stdout and stderr."""
+    """A running `python ARGV`: a subset of `subprocess.Popen` (pid, poll, wait, returncode, kill) plus the
+    text it wrote to stdout and stderr."""
 
     def __init__(self, argv: Sequence[str], cwd: Path, env: dict[str, str], new_session: bool = False,
                  merge_output: bool = False, *, fresh: bool = FRESH) -> None:
@@ -351,6 +352,11 @@ class Launched:
             self.wait()
             raise
         return self.output()
+
+    def completed(self, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """What `subprocess.run` returns for it: `communicate`, then exit code and output."""
+        out, err = self.communicate(timeout)
+        return subprocess.CompletedProcess(self.args, self.wait(), out, err)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.poll() is None:

@@ -28,9 +28,8 @@ def test_a_forked_process_is_what_a_fresh_one_is(threads: str | None, tmp_path: 
     env = {**env, "QSIGHT_PROBE": "seen", **({"OMP_NUM_THREADS": threads} if threads else {})}
     fresh = subprocess.run([sys.executable, "-c", REPORT, "3", "x y"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)
-    forked = launch_code(REPORT, "3", "x y", cwd=tmp_path, env=env)
-    out, err = forked.communicate(120)
-    assert (forked.wait(), out) == (fresh.returncode, fresh.stdout), (err, fresh.stderr)
+    forked = launch_code(REPORT, "3", "x y", cwd=tmp_path, env=env).completed(120)
+    assert (forked.returncode, forked.stdout) == (fresh.returncode, fresh.stdout), (forked.stderr, fresh.stderr)
     assert fresh.returncode == 3
     if threads == "1":
-        assert out.split()[0] == "1"
+        assert forked.stdout.split()[0] == "1"
